@@ -1,0 +1,105 @@
+//! The command line. Flags override the config file and the environment;
+//! every flag also reads a `TALLY_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Exact, durable, live like counts for image posts"
+)]
+pub struct Cli {
+    /// TOML config file; flags and TALLY_* variables override it.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonFlags,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by every command. Serialized as config overrides; unset
+/// flags are skipped so they do not hide the file or the environment.
+#[derive(Debug, Args, Serialize)]
+pub struct CommonFlags {
+    /// Directory for the embedded store, images and keys [default: ./data].
+    #[arg(long, global = true, env = "TALLY_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Log format [default: text].
+    #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (and the web client) until Ctrl-C or SIGTERM.
+    Serve(ServeFlags),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct ServeFlags {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TALLY_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create many users at once, without password hashing, and optionally
+    /// write a token for each: for load tests and demos. Seeded users cannot
+    /// log in with a password.
+    Seed(SeedFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedFlags {
+    /// How many users to create.
+    #[arg(long)]
+    pub count: u64,
+    /// Username prefix; users are named {prefix}{n}.
+    #[arg(long, default_value = "load_")]
+    pub prefix: String,
+    /// Write one line per user, `{id} {token}`, to this file.
+    #[arg(long)]
+    pub tokens_out: Option<PathBuf>,
+}
+
+/// The flags that override settings, as one map for the config loader.
+#[derive(Debug, Serialize)]
+pub struct Overrides<'a> {
+    #[serde(flatten)]
+    common: &'a CommonFlags,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    serve: Option<&'a ServeFlags>,
+}
+
+impl Cli {
+    pub fn overrides(&self) -> Overrides<'_> {
+        let serve = match &self.command {
+            Command::Serve(flags) => Some(flags),
+            _ => None,
+        };
+        Overrides {
+            common: &self.common,
+            serve,
+        }
+    }
+}

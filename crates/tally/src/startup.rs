@@ -1,0 +1,233 @@
+//! Building and running the application.
+//!
+//! [`Application::build`] opens the stores, binds the listener (port 0 in
+//! tests) and assembles the router; [`Application::run_until`] serves until
+//! the given future resolves, then drains: in-flight requests finish and the
+//! like writer commits everything it accepted before the process exits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth::{TokenKeys, password};
+use crate::config::Settings;
+use crate::media::MediaStore;
+use crate::ratelimit::RateLimits;
+use crate::routes;
+use crate::seed::{self, SeedError};
+use crate::state::AppState;
+use crate::store::embedded::{self, EmbeddedLikes, SqliteCatalog};
+use crate::store::{Catalog, Likes, SeededUsers, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("tokens: {0}")]
+    Token(#[from] crate::auth::TokenError),
+    #[error("password hashing: {0}")]
+    Password(#[from] password::PasswordError),
+}
+
+/// A built, bound, not yet serving application.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+/// The stores of the embedded backend.
+struct Backend {
+    catalog: Arc<dyn Catalog>,
+    likes: Arc<EmbeddedLikes>,
+}
+
+async fn open_backend(settings: &Settings) -> Result<Backend, StartupError> {
+    let dir = &settings.data_dir;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|source| StartupError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    let pool = embedded::open(dir).await?;
+    let likes = EmbeddedLikes::start(pool.clone(), dir, settings.likes_config()).await?;
+    Ok(Backend {
+        catalog: Arc::new(SqliteCatalog::new(pool)),
+        likes: Arc::new(likes),
+    })
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let backend = open_backend(&settings).await?;
+        let secrets = backend.catalog.signing_secrets().await?;
+        let tokens = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))?;
+        let media_dir = settings.data_dir.join("media");
+        let media = MediaStore::open(media_dir.clone())
+            .await
+            .map_err(|source| StartupError::DataDir {
+                path: media_dir.display().to_string(),
+                source,
+            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let state = AppState {
+            catalog: backend.catalog,
+            likes: backend.likes,
+            tokens: Arc::new(tokens),
+            media,
+            limits: Arc::new(RateLimits::new(settings.rate_limits)),
+            metrics: crate::telemetry::metrics_handle(),
+            image_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            dummy_hash: password::dummy_hash().await?.into(),
+            settings: Arc::new(settings),
+        };
+        let router = routes::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.settings.listen)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared state, for tests and tools running in the same process.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let housekeeping = spawn_housekeeping(&self.state);
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        housekeeping.abort();
+        self.state.likes.shutdown().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Periodic upkeep: histogram compaction and rate-limiter key expiry. Owned
+/// by [`Application::run_until`], which aborts it on shutdown.
+fn spawn_housekeeping(state: &AppState) -> JoinHandle<()> {
+    let metrics = state.metrics.clone();
+    let limits = state.limits.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            metrics.run_upkeep();
+            n += 1;
+            if n % 12 == 0 {
+                limits.retain_recent();
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests and committing accepted likes");
+}
+
+/// `tally migrate`.
+pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
+    let backend = open_backend(settings).await?;
+    backend.likes.shutdown().await;
+    Ok(())
+}
+
+/// `tally users seed`.
+pub async fn seed(
+    settings: &Settings,
+    prefix: &str,
+    count: u64,
+    tokens_out: Option<&Path>,
+) -> Result<SeededUsers, SeedCommandError> {
+    let backend = open_backend(settings).await?;
+    let secrets = backend
+        .catalog
+        .signing_secrets()
+        .await
+        .map_err(StartupError::from)?;
+    let keys = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))
+        .map_err(StartupError::from)?;
+    let seeded =
+        seed::seed_users(backend.catalog.as_ref(), &keys, prefix, count, tokens_out).await?;
+    backend.likes.shutdown().await;
+    Ok(seeded)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedCommandError {
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+}
