@@ -131,6 +131,52 @@ pub fn process(bytes: &[u8], limits: ImageLimits) -> Result<ProcessedImage, Imag
     })
 }
 
+/// Hostile images for tests and tools.
+pub mod fixtures {
+    /// A valid-looking PNG of a few dozen bytes whose header claims
+    /// `width`×`height` pixels: a decompression bomb's calling card.
+    pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut png, b"IHDR", &ihdr);
+        // An empty zlib stream: the pixels never come.
+        chunk(
+            &mut png,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        let crc = crc32(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +228,8 @@ mod tests {
 
     #[test]
     fn rejects_pixel_bombs_from_the_header() {
-        let bomb = png_header(100_000, 100_000);
+        let bomb = fixtures::png_claiming(100_000, 100_000);
+        assert!(bomb.len() < 100);
         assert_eq!(
             process(&bomb, ImageLimits::default()).unwrap_err(),
             ImageError::TooManyPixels {
@@ -191,35 +238,5 @@ mod tests {
                 limit: 40_000_000
             }
         );
-    }
-
-    /// A PNG signature and IHDR chunk claiming the given size, and nothing else.
-    pub(crate) fn png_header(width: u32, height: u32) -> Vec<u8> {
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(b"IHDR");
-        ihdr.extend_from_slice(&width.to_be_bytes());
-        ihdr.extend_from_slice(&height.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32(&ihdr);
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend_from_slice(&13u32.to_be_bytes());
-        png.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc.to_be_bytes());
-        png
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in data {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 }

@@ -1,0 +1,281 @@
+//! The test harness: a real Tally on port 0 with a fresh data dir, and one
+//! helper per endpoint. Behaviour tests take a [`Backend`] so every backend
+//! runs the same tests (see `backend_tests!` in main.rs).
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tally::config::Settings;
+use tally::startup::Application;
+use tally::state::AppState;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The backends the behaviour tests run against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Embedded,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub state: AppState,
+    pub data_dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(backend, data_dir, configure).await
+    }
+
+    /// Stops gracefully and starts again on the same data.
+    pub async fn restart(mut self, backend: Backend) -> Self {
+        self.shutdown().await;
+        let data_dir =
+            std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
+        Self::spawn_in(backend, data_dir, |_| {}).await
+    }
+
+    async fn spawn_in(
+        backend: Backend,
+        data_dir: TempDir,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let mut settings = Settings::for_tests(data_dir.path().to_path_buf());
+        match backend {
+            Backend::Embedded => {}
+        }
+        configure(&mut settings);
+        let app = Application::build(settings).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(2000)
+            .build()
+            .expect("client");
+        Self {
+            base,
+            client,
+            state,
+            data_dir,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Graceful stop: waits until accepted likes are committed.
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn signup(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/v1/users"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/v1/sessions"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Signs a user up and in through the API.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let r = self.signup(username, "password123").await;
+        assert_eq!(r.status(), StatusCode::CREATED, "signup {username}");
+        let body: Value = self
+            .login(username, "password123")
+            .await
+            .json()
+            .await
+            .expect("json");
+        TestUser {
+            id: body["user"]["id"].as_i64().expect("id"),
+            token: body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Creates `n` users in bulk (the `tally users seed` path) with tokens.
+    pub async fn seed_users(&self, n: u64) -> Vec<TestUser> {
+        let seeded = self
+            .state
+            .catalog
+            .seed_users("seed_", n)
+            .await
+            .expect("seed users");
+        (0..n)
+            .map(|i| {
+                let id = seeded.first_id + i as i64;
+                let (token, _) = self
+                    .state
+                    .tokens
+                    .issue(id, &format!("seed_{i}"))
+                    .expect("token");
+                TestUser { id, token }
+            })
+            .collect()
+    }
+
+    pub async fn upload(&self, token: Option<&str>, image: Vec<u8>, caption: &str) -> Response {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(image).file_name("upload.bin"),
+            )
+            .text("caption", caption.to_owned());
+        let mut req = self.client.post(self.url("/v1/posts")).multipart(form);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Creates a post with a small PNG and returns its id.
+    pub async fn post(&self, author: &TestUser) -> i64 {
+        let r = self
+            .upload(Some(&author.token), png(32, 24), "a post")
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: Value = r.json().await.expect("json");
+        body["id"].as_i64().expect("id")
+    }
+
+    pub async fn like_op(&self, method: reqwest::Method, path: &str, token: &str) -> Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn like(&self, user: &TestUser, post: i64) -> Response {
+        self.like_op(
+            reqwest::Method::PUT,
+            &format!("/v1/posts/{post}/like"),
+            &user.token,
+        )
+        .await
+    }
+
+    pub async fn unlike(&self, user: &TestUser, post: i64) -> Response {
+        self.like_op(
+            reqwest::Method::DELETE,
+            &format!("/v1/posts/{post}/like"),
+            &user.token,
+        )
+        .await
+    }
+
+    pub async fn toggle(&self, user: &TestUser, post: i64) -> Response {
+        self.like_op(
+            reqwest::Method::POST,
+            &format!("/v1/posts/{post}/like/toggle"),
+            &user.token,
+        )
+        .await
+    }
+
+    pub async fn get_post(&self, viewer: Option<&TestUser>, post: i64) -> Value {
+        let mut req = self.client.get(self.url(&format!("/v1/posts/{post}")));
+        if let Some(v) = viewer {
+            req = req.bearer_auth(&v.token);
+        }
+        let r = req.send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("json")
+    }
+
+    /// Every liker of a post, following cursors.
+    pub async fn all_likers(&self, post: i64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url(&format!("/v1/posts/{post}/likers?limit=100"));
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("json");
+            out.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// Asserts an error answer's status and code.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) {
+    assert_eq!(response.status(), status, "status");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "code in {body}");
+    assert!(body["error"]["message"].is_string(), "message in {body}");
+}
+
+/// A PNG of the given size.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    encode(width, height, image::ImageFormat::Png)
+}
+
+pub fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 99])
+    });
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .expect("encode");
+    out.into_inner()
+}
+
+/// A tiny PNG whose header claims `width`×`height` pixels.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    tally::images::fixtures::png_claiming(width, height)
+}

@@ -1,0 +1,28 @@
+//! Black-box tests over real HTTP. One binary, so the crate links once.
+//!
+//! Behaviour tests are plain `async fn(Backend)` and `backend_tests!` turns
+//! each into one `#[tokio::test]` per backend, so every backend keeps the
+//! same promises.
+
+mod helpers;
+
+mod crash;
+mod likes;
+mod operations;
+mod posts;
+mod users;
+
+/// Generates a test per backend for each named behaviour test.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Embedded).await;
+                }
+            )*
+        }
+    };
+}
