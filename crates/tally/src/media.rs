@@ -44,10 +44,10 @@ impl MediaStore {
 
     /// Removes a file, ignoring one that is already gone.
     pub async fn remove(&self, name: &str) {
-        if let Err(err) = tokio::fs::remove_file(self.dir.join(name)).await {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(error = %err, file = name, "could not remove media file");
-            }
+        if let Err(err) = tokio::fs::remove_file(self.dir.join(name)).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %err, file = name, "could not remove media file");
         }
     }
 

@@ -160,7 +160,7 @@ fn spawn_housekeeping(state: &AppState) -> JoinHandle<()> {
             tick.tick().await;
             metrics.run_upkeep();
             n += 1;
-            if n % 12 == 0 {
+            if n.is_multiple_of(12) {
                 limits.retain_recent();
             }
         }

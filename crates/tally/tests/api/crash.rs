@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::png;
+use crate::helpers::{all_pages, png};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tally");
 
@@ -199,26 +199,12 @@ async fn kill_9_loses_no_acknowledged_like() {
             .json()
             .await
             .unwrap();
-        let mut likers = 0;
-        let mut cursor = String::new();
-        loop {
-            let page: Value = client
-                .get(format!(
-                    "{}/v1/posts/{post}/likers?limit=100{cursor}",
-                    server.base
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            likers += page["items"].as_array().unwrap().len();
-            match page["nextCursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => break,
-            }
-        }
+        let likers = all_pages(
+            &client,
+            &format!("{}/v1/posts/{post}/likers?limit=100", server.base),
+        )
+        .await
+        .len();
         assert_eq!(
             p["likeCount"].as_u64().unwrap() as usize,
             likers,

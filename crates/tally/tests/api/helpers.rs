@@ -224,29 +224,46 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("json")
+    }
+
     /// Every liker of a post, following cursors.
     pub async fn all_likers(&self, post: i64) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = self.url(&format!("/v1/posts/{post}/likers?limit=100"));
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .expect("request")
-                .json()
-                .await
-                .expect("json");
-            out.extend(page["items"].as_array().expect("items").iter().cloned());
-            match page["nextCursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => return out,
-            }
+        all_pages(
+            &self.client,
+            &self.url(&format!("/v1/posts/{post}/likers?limit=100")),
+        )
+        .await
+    }
+}
+
+/// Every item of a paginated list, following `nextCursor` from `url`
+/// (which already has a query string).
+pub async fn all_pages(client: &Client, url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut next = url.to_owned();
+    loop {
+        let page: Value = client
+            .get(&next)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        out.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(c) => next = format!("{url}&cursor={c}"),
+            None => return out,
         }
     }
 }

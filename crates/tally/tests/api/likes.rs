@@ -129,14 +129,8 @@ async fn likers_are_listed_newest_first(backend: Backend) {
     }
     app.unlike(&users[2], post).await;
     let r: Value = app
-        .client
-        .get(app.url(&format!("/v1/posts/{post}/likers?limit=2")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/posts/{post}/likers?limit=2"))
+        .await;
     assert_eq!(r["items"].as_array().unwrap().len(), 2);
     assert_eq!(r["items"][0]["username"], "seed_4");
     assert!(r["items"][0]["likedAt"].as_str().unwrap().ends_with('Z'));

@@ -10,32 +10,16 @@ backend_tests!(operational_endpoints, writes_are_rate_limited_per_user);
 
 async fn operational_endpoints(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let health: Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
 
     let user = app.user("ops").await;
     let post = app.post(&user).await;
     app.like(&user, post).await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("tally_like_ops_total"), "{metrics}");
     assert!(
@@ -43,15 +27,7 @@ async fn operational_endpoints(backend: Backend) {
         "{metrics}"
     );
 
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/v1/users",
@@ -67,7 +43,7 @@ async fn operational_endpoints(backend: Backend) {
             "{path} missing from OpenAPI"
         );
     }
-    let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
+    let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(
         docs.text()

@@ -33,12 +33,7 @@ async fn upload_and_fetch_a_post(backend: Backend) {
     let id = post["id"].as_i64().unwrap();
     assert_eq!(app.get_post(None, id).await, post);
 
-    let original = app
-        .client
-        .get(app.url(post["imageUrl"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let original = app.get(post["imageUrl"].as_str().unwrap()).await;
     assert_eq!(original.status(), StatusCode::OK);
     assert_eq!(original.headers()["content-type"], "image/png");
     assert!(
@@ -49,12 +44,7 @@ async fn upload_and_fetch_a_post(backend: Backend) {
     );
     assert_eq!(original.bytes().await.unwrap().to_vec(), png(1, 1));
 
-    let thumb = app
-        .client
-        .get(app.url(post["thumbnailUrl"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let thumb = app.get(post["thumbnailUrl"].as_str().unwrap()).await;
     assert_eq!(thumb.headers()["content-type"], "image/jpeg");
     let thumb = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (1, 1));
@@ -78,19 +68,9 @@ async fn uploads_accept_each_format(backend: Backend) {
             (post["width"].as_u64(), post["height"].as_u64()),
             (Some(1600), Some(900))
         );
-        let original = app
-            .client
-            .get(app.url(post["imageUrl"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap();
+        let original = app.get(post["imageUrl"].as_str().unwrap()).await;
         assert_eq!(original.headers()["content-type"], mime);
-        let thumb = app
-            .client
-            .get(app.url(post["thumbnailUrl"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap();
+        let thumb = app.get(post["thumbnailUrl"].as_str().unwrap()).await;
         let thumb = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
         assert_eq!((thumb.width(), thumb.height()), (640, 360), "{format:?}");
     }
@@ -162,15 +142,7 @@ async fn uploads_reject_bad_images(backend: Backend) {
     .await;
 
     // Nothing was stored for any of them.
-    let feed: Value = app
-        .client
-        .get(app.url("/v1/posts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: Value = app.get_json("/v1/posts").await;
     assert_eq!(feed["items"].as_array().unwrap().len(), 0);
     let files = std::fs::read_dir(app.data_dir.path().join("media"))
         .unwrap()
@@ -239,15 +211,7 @@ async fn feed_pages_newest_first(backend: Backend) {
     assert_eq!(seen, ids);
     assert_eq!(pages, 3);
 
-    let anonymous: Value = app
-        .client
-        .get(app.url("/v1/posts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let anonymous: Value = app.get_json("/v1/posts").await;
     assert_eq!(anonymous["items"].as_array().unwrap().len(), 5);
     assert!(
         anonymous["items"]
@@ -269,40 +233,15 @@ async fn bad_pagination_and_unknown_posts(backend: Backend) {
         "cursor=%21%21",
         "cursor=bDoxOjE",
     ] {
-        let r = app
-            .client
-            .get(app.url(&format!("/v1/posts?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(&format!("/v1/posts?{query}")).await;
         assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
     }
-    let r = app
-        .client
-        .get(app.url("/v1/posts/999"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/posts/999").await;
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
-    let r = app
-        .client
-        .get(app.url("/v1/posts/abc"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/posts/abc").await;
     assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let r = app
-        .client
-        .get(app.url("/v1/posts/99999999999999999999999"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/posts/99999999999999999999999").await;
     assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
-    let r = app
-        .client
-        .get(app.url("/v1/posts/999/likers"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/posts/999/likers").await;
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
 }

@@ -217,12 +217,7 @@ async fn malformed_bodies_get_json_errors(backend: Backend) {
         .unwrap();
     assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
-    let r = app
-        .client
-        .get(app.url("/v1/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/nothing-here").await;
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
     let r = app.client.patch(app.url("/v1/users")).send().await.unwrap();
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;

@@ -269,10 +269,10 @@ impl Likes for EmbeddedLikes {
             // Dropping the sender lets the writer drain what is queued and stop.
             outbox.tx = None;
         }
-        if let Some(task) = self.writer_task.lock().await.take() {
-            if let Err(err) = task.await {
-                tracing::error!(error = %err, "like writer task failed");
-            }
+        if let Some(task) = self.writer_task.lock().await.take()
+            && let Err(err) = task.await
+        {
+            tracing::error!(error = %err, "like writer task failed");
         }
     }
 }

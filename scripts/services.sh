@@ -1,0 +1,75 @@
+# Sourced by scripts/test and the benchmarks: makes sure the services the
+# tests need are installed and running, and exports where they are.
+#
+# It uses what already runs (the CI machine starts Redis and PostgreSQL
+# before the session), installs with apt what is missing on a fresh Debian
+# machine, starts what is stopped, and fails loudly when a service cannot be
+# had: tests never skip silently.
+
+set -euo pipefail
+
+export TALLY_TEST_REDIS_URL="${TALLY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export TALLY_TEST_DATABASE_URL="${TALLY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+log() { printf '\033[1m[services]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[services] FATAL:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+    command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing $* with apt"
+    $sudo apt-get update -qq >/dev/null || log "apt-get update failed; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null \
+        || die "apt-get install $* failed"
+}
+
+need_command() { # need_command <command> <apt package>
+    command -v "$1" >/dev/null || apt_install "$2"
+    command -v "$1" >/dev/null || die "$1 still missing after installing $2"
+}
+
+ensure_redis() {
+    need_command redis-server redis-server
+    need_command redis-cli redis-tools
+    if ! redis-cli -u "$TALLY_TEST_REDIS_URL" ping >/dev/null 2>&1; then
+        log "starting redis-server on 127.0.0.1:6379"
+        mkdir -p /tmp/tally-redis
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+            --appendonly no --dir /tmp/tally-redis --logfile /tmp/tally-redis/redis.log
+        for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+    fi
+    redis-cli -u "$TALLY_TEST_REDIS_URL" ping >/dev/null 2>&1 \
+        || die "Redis is not reachable at $TALLY_TEST_REDIS_URL"
+}
+
+ensure_postgres() {
+    need_command psql postgresql-client
+    if ! psql "$TALLY_TEST_DATABASE_URL" -tAc 'select 1' >/dev/null 2>&1; then
+        if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+            apt_install postgresql
+        fi
+        if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql/ >/dev/null 2>&1; then
+            local version
+            version="$(ls /etc/postgresql | sort -V | tail -1)"
+            log "starting PostgreSQL $version"
+            pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+            for _ in $(seq 100); do
+                pg_isready -h 127.0.0.1 -q 2>/dev/null && break
+                sleep 0.1
+            done
+            # A fresh cluster: trust local TCP and create the test database.
+            if ! psql "$TALLY_TEST_DATABASE_URL" -tAc 'select 1' >/dev/null 2>&1; then
+                local hba="/etc/postgresql/$version/main/pg_hba.conf"
+                if [ -f "$hba" ] && ! grep -q 'tally-test' "$hba"; then
+                    log "allowing trust auth on 127.0.0.1 for the tests"
+                    sed -i '1i host all all 127.0.0.1/32 trust # tally-test' "$hba"
+                    pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+                fi
+                runuser -u postgres -- createdb test 2>/dev/null || true
+            fi
+        fi
+    fi
+    psql "$TALLY_TEST_DATABASE_URL" -tAc 'select 1' >/dev/null 2>&1 \
+        || die "PostgreSQL is not reachable at $TALLY_TEST_DATABASE_URL"
+}
