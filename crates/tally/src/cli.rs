@@ -36,6 +36,27 @@ pub struct CommonFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
 
+    /// Redis URL: with --database-url, runs the production backend.
+    #[arg(long, global = true, env = "TALLY_REDIS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+
+    /// PostgreSQL URL: with --redis-url, runs the production backend.
+    #[arg(long, global = true, env = "TALLY_DATABASE_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+
+    /// Prefix of every Redis key (isolates tenants) [default: tally].
+    #[arg(long, global = true, env = "TALLY_KEY_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+
+    /// When a like is acknowledged: after Redis (fast) or after the
+    /// PostgreSQL commit (strict) [default: fast].
+    #[arg(long, global = true, env = "TALLY_DURABILITY", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<crate::store::production::Durability>,
+
     /// Log format [default: text].
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,6 +72,19 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Run only the write-behind (Redis streams → PostgreSQL), without the
+    /// API; for deployments that set `sync.in_process = false`.
+    Worker,
+    /// Compare Redis with PostgreSQL and report (and with --repair, fix)
+    /// drift. Exits 3 when drift was found and not repaired.
+    Reconcile(ReconcileFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileFlags {
+    /// Repair what is found, from PostgreSQL.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args, Serialize)]

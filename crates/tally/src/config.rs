@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::images::ImageLimits;
 use crate::ratelimit::RateLimitSettings;
 use crate::store::embedded::LikesConfig;
+use crate::store::production::ProductionSettings;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "snake_case")]
@@ -37,6 +38,14 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     pub rate_limits: RateLimitSettings,
     pub likes: LikesSettings,
+    /// Redis of the production backend; with `database_url`, selects it.
+    /// Without both, the embedded backend runs.
+    pub redis_url: Option<String>,
+    /// PostgreSQL of the production backend.
+    pub database_url: Option<String>,
+    /// Key prefix, partitions, durability, write-behind, reconciliation.
+    #[serde(flatten)]
+    pub production: ProductionSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,7 +61,8 @@ pub enum LogFormat {
 pub struct LikesSettings {
     /// Most likes in one group commit.
     pub max_batch: usize,
-    /// How long a like waits for its commit before answering 503.
+    /// How long a like waits for its commit (embedded, or strict mode on
+    /// the production backend) before answering 503.
     pub ack_timeout_ms: u64,
 }
 
@@ -80,6 +90,9 @@ impl Default for Settings {
             request_timeout_secs: 30,
             rate_limits: RateLimitSettings::default(),
             likes: LikesSettings::default(),
+            redis_url: None,
+            database_url: None,
+            production: ProductionSettings::default(),
         }
     }
 }

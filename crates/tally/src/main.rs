@@ -30,6 +30,20 @@ async fn main() -> anyhow::Result<()> {
             startup::migrate(&settings).await.context("migrating")?;
             println!("schema is up to date");
         }
+        Command::Worker => {
+            startup::worker(&settings, startup::shutdown_signal())
+                .await
+                .context("running the write-behind")?;
+        }
+        Command::Reconcile(flags) => {
+            let report = startup::reconcile(&settings, flags.repair)
+                .await
+                .context("reconciling")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.drift() > report.repaired {
+                std::process::exit(3);
+            }
+        }
         Command::Users(UsersCommand::Seed(flags)) => {
             let started = std::time::Instant::now();
             let seeded = startup::seed(

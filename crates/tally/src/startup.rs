@@ -23,6 +23,8 @@ use crate::routes;
 use crate::seed::{self, SeedError};
 use crate::state::AppState;
 use crate::store::embedded::{self, EmbeddedLikes, SqliteCatalog};
+use crate::store::production::reconcile::{self, DriftReport};
+use crate::store::production::{Background, Production, RedisLikes};
 use crate::store::{Catalog, Likes, SeededUsers, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum StartupError {
     Token(#[from] crate::auth::TokenError),
     #[error("password hashing: {0}")]
     Password(#[from] password::PasswordError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A built, bound, not yet serving application.
@@ -50,33 +54,78 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Tasks beside the API (production backend only).
+    background: Option<Background>,
 }
 
-/// The stores of the embedded backend.
+/// The stores the settings select.
 struct Backend {
     catalog: Arc<dyn Catalog>,
-    likes: Arc<EmbeddedLikes>,
+    likes: Arc<dyn Likes>,
+    /// Set on the production backend.
+    production: Option<(Production, Arc<RedisLikes>)>,
 }
 
-async fn open_backend(settings: &Settings) -> Result<Backend, StartupError> {
+impl Backend {
+    /// Stops what the backend runs (the embedded like writer drains).
+    async fn close(&self) {
+        self.likes.shutdown().await;
+    }
+}
+
+async fn create_data_dir(settings: &Settings) -> Result<(), StartupError> {
     let dir = &settings.data_dir;
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|source| StartupError::DataDir {
             path: dir.display().to_string(),
             source,
-        })?;
+        })
+}
+
+/// Connects the production backend, which needs both URLs.
+pub async fn connect_production(settings: &Settings) -> Result<Option<Production>, StartupError> {
+    match (&settings.redis_url, &settings.database_url) {
+        (None, None) => Ok(None),
+        (Some(redis), Some(database)) => Ok(Some(
+            Production::connect(redis, database, settings.production.clone()).await?,
+        )),
+        _ => Err(StartupError::Config(
+            "the production backend needs both --redis-url and --database-url".into(),
+        )),
+    }
+}
+
+async fn open_backend(settings: &Settings) -> Result<Backend, StartupError> {
+    create_data_dir(settings).await?;
+    if let Some(production) = connect_production(settings).await? {
+        let likes = Arc::new(production.likes(settings.likes_config().ack_timeout));
+        return Ok(Backend {
+            catalog: Arc::new(production.catalog()),
+            likes: likes.clone(),
+            production: Some((production, likes)),
+        });
+    }
+    let dir = &settings.data_dir;
     let pool = embedded::open(dir).await?;
     let likes = EmbeddedLikes::start(pool.clone(), dir, settings.likes_config()).await?;
     Ok(Backend {
         catalog: Arc::new(SqliteCatalog::new(pool)),
         likes: Arc::new(likes),
+        production: None,
     })
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let backend = open_backend(&settings).await?;
+        let background = backend.production.as_ref().map(|(production, likes)| {
+            Background::start(
+                production,
+                Some(likes.clone()),
+                settings.production.sync.in_process,
+            )
+        });
         let secrets = backend.catalog.signing_secrets().await?;
         let tokens = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))?;
         let media_dir = settings.data_dir.join("media");
@@ -111,6 +160,7 @@ impl Application {
             listener,
             router,
             state,
+            background,
         })
     }
 
@@ -143,6 +193,9 @@ impl Application {
             .await;
         housekeeping.abort();
         self.state.likes.shutdown().await;
+        if let Some(background) = self.background {
+            background.stop().await;
+        }
         tracing::info!("stopped");
         served
     }
@@ -198,9 +251,37 @@ pub async fn shutdown_signal() {
 
 /// `tally migrate`.
 pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
-    let backend = open_backend(settings).await?;
-    backend.likes.shutdown().await;
+    open_backend(settings).await?.close().await;
     Ok(())
+}
+
+/// `tally worker`: the write-behind alone, until `shutdown` resolves.
+pub async fn worker(
+    settings: &Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let production = connect_production(settings).await?.ok_or_else(|| {
+        StartupError::Config("`tally worker` needs --redis-url and --database-url".into())
+    })?;
+    let background = Background::start(&production, None, true);
+    shutdown.await;
+    background.stop().await;
+    Ok(())
+}
+
+/// `tally reconcile`.
+pub async fn reconcile(settings: &Settings, repair: bool) -> Result<DriftReport, StartupError> {
+    let mut production = connect_production(settings).await?.ok_or_else(|| {
+        StartupError::Config("`tally reconcile` needs --redis-url and --database-url".into())
+    })?;
+    reconcile::reconcile(
+        &mut production.redis,
+        &production.pg,
+        &production.keys,
+        repair,
+    )
+    .await
+    .map_err(|e| StartupError::Store(StoreError::Internal(e.into())))
 }
 
 /// `tally users seed`.
@@ -220,7 +301,7 @@ pub async fn seed(
         .map_err(StartupError::from)?;
     let seeded =
         seed::seed_users(backend.catalog.as_ref(), &keys, prefix, count, tokens_out).await?;
-    backend.likes.shutdown().await;
+    backend.close().await;
     Ok(seeded)
 }
 

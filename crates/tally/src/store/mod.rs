@@ -10,6 +10,7 @@
 //! backend, so both keep the same promises.
 
 pub mod embedded;
+pub mod production;
 
 use async_trait::async_trait;
 

@@ -15,13 +15,63 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The backends the behaviour tests run against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
+    /// Redis + PostgreSQL: the machine's services (see `scripts/services.sh`),
+    /// a fresh database and a fresh key prefix per test.
+    RedisPg,
+}
+
+pub fn test_redis_url() -> String {
+    std::env::var("TALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn test_admin_database_url() -> String {
+    std::env::var("TALLY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A unique name for this test's database and key prefix.
+pub fn unique_name() -> String {
+    format!("tally_t_{:016x}", rand::random::<u64>())
+}
+
+/// Creates a fresh database next to `admin_url`'s and returns its URL.
+/// Fails loudly when PostgreSQL is not there: run ./scripts/test, which
+/// starts it.
+pub async fn fresh_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = unique_name();
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin_url} is required (run ./scripts/test): {e}")
+        });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// Points settings at the production backend with fresh, private state.
+pub async fn use_redis_pg(settings: &mut Settings, redis_url: &str, admin_database_url: &str) {
+    settings.redis_url = Some(redis_url.to_owned());
+    settings.database_url = Some(fresh_database(admin_database_url).await);
+    settings.production.key_prefix = unique_name();
+    settings.production.partitions = 16;
+    settings.production.sync.max_delay_ms = 2;
+    settings.production.reconcile_interval_secs = 0;
 }
 
 pub struct TestApp {
     pub base: String,
+    /// What the app was built with (the database and key prefix too).
+    pub settings: Settings,
     pub client: Client,
     pub state: AppState,
     pub data_dir: TempDir,
@@ -42,28 +92,26 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(backend, data_dir, configure).await
+        let mut settings = Settings::for_tests(data_dir.path().to_path_buf());
+        if backend == Backend::RedisPg {
+            use_redis_pg(&mut settings, &test_redis_url(), &test_admin_database_url()).await;
+        }
+        configure(&mut settings);
+        Self::spawn_in(settings, data_dir).await
     }
 
     /// Stops gracefully and starts again on the same data.
-    pub async fn restart(mut self, backend: Backend) -> Self {
+    pub async fn restart(mut self) -> Self {
         self.shutdown().await;
         let data_dir =
             std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"));
-        Self::spawn_in(backend, data_dir, |_| {}).await
+        Self::spawn_in(self.settings.clone(), data_dir).await
     }
 
-    async fn spawn_in(
-        backend: Backend,
-        data_dir: TempDir,
-        configure: impl FnOnce(&mut Settings),
-    ) -> Self {
-        let mut settings = Settings::for_tests(data_dir.path().to_path_buf());
-        match backend {
-            Backend::Embedded => {}
-        }
-        configure(&mut settings);
-        let app = Application::build(settings).await.expect("app builds");
+    async fn spawn_in(settings: Settings, data_dir: TempDir) -> Self {
+        let app = Application::build(settings.clone())
+            .await
+            .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -77,6 +125,7 @@ impl TestApp {
             .expect("client");
         Self {
             base,
+            settings,
             client,
             state,
             data_dir,
@@ -93,6 +142,37 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server");
         }
+    }
+
+    /// Connections to this app's Redis and PostgreSQL (production backend).
+    pub async fn production(&self) -> tally::store::production::Production {
+        tally::store::production::Production::connect(
+            self.settings
+                .redis_url
+                .as_deref()
+                .expect("production backend"),
+            self.settings
+                .database_url
+                .as_deref()
+                .expect("production backend"),
+            self.settings.production.clone(),
+        )
+        .await
+        .expect("connect to Redis and PostgreSQL")
+    }
+
+    /// Waits until the write-behind has applied everything (a no-op on the
+    /// embedded backend, which answers only after its commit).
+    pub async fn drain(&self) {
+        if self.settings.redis_url.is_none() {
+            return;
+        }
+        let mut p = self.production().await;
+        let drained =
+            tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+                .await
+                .expect("read backlog");
+        assert!(drained, "write-behind did not drain in 60 s");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -236,8 +316,11 @@ impl TestApp {
         self.get(path).await.json().await.expect("json")
     }
 
-    /// Every liker of a post, following cursors.
+    /// Every liker of a post, following cursors. Likers are read from the
+    /// durable store, which the production backend's fast mode updates
+    /// milliseconds after the answer: drain first.
     pub async fn all_likers(&self, post: i64) -> Vec<Value> {
+        self.drain().await;
         all_pages(
             &self.client,
             &self.url(&format!("/v1/posts/{post}/likers?limit=100")),

@@ -128,6 +128,7 @@ async fn likers_are_listed_newest_first(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     app.unlike(&users[2], post).await;
+    app.drain().await;
     let r: Value = app
         .get_json(&format!("/v1/posts/{post}/likers?limit=2"))
         .await;
@@ -181,9 +182,13 @@ async fn likes_survive_a_restart(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let users = app.seed_users(30).await;
     let post = app.post(&users[0]).await;
-    join_all(users.iter().map(|u| app.like(u, post))).await;
-    join_all(users[..10].iter().map(|u| app.unlike(u, post))).await;
-    let app = app.restart(backend).await;
+    for r in join_all(users.iter().map(|u| app.like(u, post))).await {
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    for r in join_all(users[..10].iter().map(|u| app.unlike(u, post))).await {
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let app = app.restart().await;
     let seen = app.get_post(Some(&users[29]), post).await;
     assert_eq!(seen["likeCount"], 20);
     assert_eq!(seen["likedByMe"], true);

@@ -24,5 +24,13 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod redis_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::RedisPg).await;
+                }
+            )*
+        }
     };
 }

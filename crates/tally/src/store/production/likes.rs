@@ -1,0 +1,355 @@
+//! The production like path: one Redis round trip per like, PostgreSQL
+//! through the write-behind, and a fallback straight to PostgreSQL while
+//! Redis is unreachable.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use super::keys::Keys;
+use super::pg;
+use super::scripts;
+use crate::domain::{PostId, UserId};
+use crate::store::embedded::now_ms;
+use crate::store::{LikeOp, LikeOutcome, LikeState, Likes, StoreError};
+
+/// When an acknowledgement may be sent.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After Redis applied the like (and queued its event). Redis's own
+    /// persistence bounds what a Redis crash can lose.
+    Fast,
+    /// After PostgreSQL committed the event (batched by the write-behind).
+    Strict,
+}
+
+/// The Redis + PostgreSQL implementation of [`Likes`].
+pub struct RedisLikes {
+    redis: ConnectionManager,
+    pg: PgPool,
+    keys: Keys,
+    durability: Durability,
+    /// How long a strict-mode like waits for PostgreSQL before 503.
+    ack_timeout: Duration,
+    /// Set while Redis is unreachable: likes go straight to PostgreSQL.
+    redis_down: AtomicBool,
+    /// Posts changed through PostgreSQL while Redis was down: their Redis
+    /// state is stale and is dropped (to reload) when Redis returns. A std
+    /// mutex: no await while held.
+    touched_while_down: Mutex<HashSet<PostId>>,
+}
+
+fn is_unreachable(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
+}
+
+impl RedisLikes {
+    pub fn new(
+        redis: ConnectionManager,
+        pg: PgPool,
+        keys: Keys,
+        durability: Durability,
+        ack_timeout: Duration,
+    ) -> Self {
+        Self {
+            redis,
+            pg,
+            keys,
+            durability,
+            ack_timeout,
+            redis_down: AtomicBool::new(false),
+            touched_while_down: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn is_redis_down(&self) -> bool {
+        self.redis_down.load(Ordering::Acquire)
+    }
+
+    fn mark_down(&self, err: &redis::RedisError) {
+        if !self.redis_down.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %err, "Redis unreachable: likes go straight to PostgreSQL");
+            metrics::gauge!("tally_redis_fallback").set(1.0);
+        }
+    }
+
+    /// Called by the recovery task once Redis answers again and the stream
+    /// backlog has drained: drops the stale state of posts changed while
+    /// Redis was down (they reload from PostgreSQL on next touch), then
+    /// returns to the fast path.
+    pub async fn recover(&self) -> Result<(), redis::RedisError> {
+        let touched: Vec<PostId> = self
+            .touched_while_down
+            .lock()
+            .map(|mut t| t.drain().collect())
+            .unwrap_or_default();
+        let mut redis = self.redis.clone();
+        let mut pipe = redis::pipe();
+        for &post in &touched {
+            pipe.del(self.keys.count(post)).ignore();
+            pipe.del(self.keys.likers(post)).ignore();
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut redis).await {
+            // Put them back: the next attempt must drop them too.
+            if let Ok(mut t) = self.touched_while_down.lock() {
+                t.extend(touched);
+            }
+            return Err(err);
+        }
+        self.redis_down.store(false, Ordering::Release);
+        metrics::gauge!("tally_redis_fallback").set(0.0);
+        tracing::info!(posts = touched.len(), "Redis is back: fast path restored");
+        Ok(())
+    }
+
+    /// Loads a post's likers from PostgreSQL into Redis. Concurrent loaders
+    /// (on any node) each build a scratch set; the install script keeps the
+    /// first and discards the rest.
+    async fn load(&self, post: PostId) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let users = pg::likers_of(&self.pg, post)
+            .await?
+            .ok_or(StoreError::PostNotFound(post))?;
+        let scratch = self.keys.loading(post, rand::random());
+        let mut redis = self.redis.clone();
+        for chunk in users.chunks(10_000) {
+            redis::pipe()
+                .sadd(&scratch, chunk)
+                .ignore()
+                .pexpire(&scratch, 60_000)
+                .ignore()
+                .query_async::<()>(&mut redis)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        scripts::INSTALL
+            .key(self.keys.count(post))
+            .key(self.keys.likers(post))
+            .key(&scratch)
+            .arg(users.len())
+            .invoke_async::<i64>(&mut redis)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        metrics::histogram!("tally_cold_load_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn redis_error(&self, err: redis::RedisError) -> StoreError {
+        if is_unreachable(&err) {
+            self.mark_down(&err);
+            StoreError::Unavailable(format!("redis: {err}"))
+        } else {
+            StoreError::Internal(anyhow::Error::new(err).context("redis"))
+        }
+    }
+
+    /// Runs the like script. `None`: the post is not loaded in Redis.
+    /// Otherwise the outcome and, if it changed, the event's version.
+    async fn apply_redis(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
+        let partition = self.keys.partition(post);
+        let mut redis = self.redis.clone();
+        let started = Instant::now();
+        let (status, count, liked, version): (i64, i64, i64, i64) = scripts::LIKE
+            .key(self.keys.count(post))
+            .key(self.keys.likers(post))
+            .key(self.keys.stream(partition))
+            .key(self.keys.seq(partition))
+            .arg(user)
+            .arg(op.as_str())
+            .arg(post)
+            .arg(now_ms())
+            .invoke_async(&mut redis)
+            .await?;
+        metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
+        if status < 0 {
+            return Ok(None);
+        }
+        let outcome = LikeOutcome {
+            liked: liked == 1,
+            count,
+            changed: status == 1,
+        };
+        Ok(Some((outcome, version)))
+    }
+
+    /// Strict mode: waits until the write-behind committed `version` of the
+    /// post's partition to PostgreSQL.
+    async fn wait_applied(&self, post: PostId, version: i64) -> Result<(), StoreError> {
+        let key = self.keys.applied(self.keys.partition(post));
+        let mut redis = self.redis.clone();
+        let deadline = Instant::now() + self.ack_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let applied: Option<i64> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            if applied.unwrap_or(0) >= version {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "PostgreSQL has not committed this like in time (strict durability); it may still land".into(),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    async fn apply_fallback(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        let outcome = pg::apply_direct(&self.pg, post, user, op, now_ms()).await?;
+        if outcome.changed
+            && let Ok(mut touched) = self.touched_while_down.lock()
+        {
+            touched.insert(post);
+        }
+        metrics::counter!("tally_fallback_likes_total").increment(1);
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Likes for RedisLikes {
+    async fn apply(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        if self.is_redis_down() {
+            return self.apply_fallback(post, user, op).await;
+        }
+        // A post found unloaded twice in a row is a sign of eviction,
+        // which the deployment must not allow (maxmemory-policy noeviction).
+        for attempt in 0..3 {
+            match self.apply_redis(post, user, op).await {
+                Ok(None) if attempt < 2 => self.load(post).await?,
+                Ok(None) => break,
+                Ok(Some((outcome, version))) => {
+                    metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => if outcome.changed { "true" } else { "false" }).increment(1);
+                    if outcome.changed && self.durability == Durability::Strict {
+                        self.wait_applied(post, version).await?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(err) if is_unreachable(&err) => {
+                    self.mark_down(&err);
+                    return self.apply_fallback(post, user, op).await;
+                }
+                Err(err) => {
+                    return Err(StoreError::Internal(
+                        anyhow::Error::new(err).context("like script"),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "post {post} keeps disappearing from Redis (is maxmemory-policy noeviction?)"
+        )))
+    }
+
+    async fn states(
+        &self,
+        posts: &[PostId],
+        viewer: Option<UserId>,
+    ) -> Result<Vec<LikeState>, StoreError> {
+        if posts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.is_redis_down() {
+            return pg::states(&self.pg, posts, viewer).await;
+        }
+        for attempt in 0..2 {
+            // One pipelined round trip for the whole page.
+            let mut pipe = redis::pipe();
+            for &post in posts {
+                pipe.get(self.keys.count(post));
+                pipe.sismember(self.keys.likers(post), viewer.unwrap_or(-1));
+            }
+            let mut redis = self.redis.clone();
+            let replies: Vec<(Option<i64>, bool)> =
+                match pipe.query_async::<Vec<redis::Value>>(&mut redis).await {
+                    Ok(values) => values
+                        .chunks(2)
+                        .map(|pair| {
+                            let count = redis::from_redis_value::<Option<i64>>(pair[0].clone())
+                                .unwrap_or(None);
+                            let member =
+                                redis::from_redis_value::<bool>(pair[1].clone()).unwrap_or(false);
+                            (count, member)
+                        })
+                        .collect(),
+                    Err(err) if is_unreachable(&err) => {
+                        self.mark_down(&err);
+                        return pg::states(&self.pg, posts, viewer).await;
+                    }
+                    Err(err) => {
+                        return Err(StoreError::Internal(
+                            anyhow::Error::new(err).context("feed counts"),
+                        ));
+                    }
+                };
+            let cold: Vec<PostId> = posts
+                .iter()
+                .zip(&replies)
+                .filter(|(_, r)| r.0.is_none())
+                .map(|(p, _)| *p)
+                .collect();
+            if cold.is_empty() || attempt == 1 {
+                return Ok(replies
+                    .into_iter()
+                    .map(|(count, member)| LikeState {
+                        count: count.unwrap_or(0),
+                        liked_by_viewer: member && viewer.is_some(),
+                    })
+                    .collect());
+            }
+            for post in cold {
+                match self.load(post).await {
+                    Ok(()) | Err(StoreError::PostNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(StoreError::Internal(anyhow::anyhow!(
+            "unreachable: states loop"
+        )))
+    }
+
+    async fn health(&self) -> Result<(), String> {
+        if self.is_redis_down() {
+            return Err("redis unreachable: serving likes from PostgreSQL (degraded)".into());
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {}
+}
