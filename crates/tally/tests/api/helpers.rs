@@ -241,7 +241,13 @@ impl TestApp {
                 reqwest::multipart::Part::bytes(image).file_name("upload.bin"),
             )
             .text("caption", caption.to_owned());
-        let mut req = self.client.post(self.url("/v1/posts")).multipart(form);
+        // Not reused afterwards: a rejected upload is answered before its
+        // body is read, and the server then drops the connection.
+        let mut req = self
+            .client
+            .post(self.url("/v1/posts"))
+            .header("connection", "close")
+            .multipart(form);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }

@@ -5,11 +5,14 @@
 //! same promises.
 
 mod helpers;
+mod instances;
+mod nodes;
 
 mod crash;
 mod likes;
 mod operations;
 mod posts;
+mod production;
 mod users;
 
 /// Generates a test per backend for each named behaviour test.

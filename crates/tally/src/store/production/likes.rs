@@ -45,6 +45,11 @@ pub struct RedisLikes {
     /// state is stale and is dropped (to reload) when Redis returns. A std
     /// mutex: no await while held.
     touched_while_down: Mutex<HashSet<PostId>>,
+    /// Fallback operations hold it shared; returning to the fast path
+    /// takes it exclusively, so no fallback write is still in flight when
+    /// posts start reloading from PostgreSQL (a load that missed one would
+    /// leave Redis behind PostgreSQL).
+    fallback_gate: tokio::sync::RwLock<()>,
 }
 
 fn is_unreachable(err: &redis::RedisError) -> bool {
@@ -71,6 +76,7 @@ impl RedisLikes {
             ack_timeout,
             redis_down: AtomicBool::new(false),
             touched_while_down: Mutex::new(HashSet::new()),
+            fallback_gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -94,6 +100,7 @@ impl RedisLikes {
     /// Redis was down (they reload from PostgreSQL on next touch), then
     /// returns to the fast path.
     pub async fn recover(&self) -> Result<(), redis::RedisError> {
+        let _no_fallback_in_flight = self.fallback_gate.write().await;
         let touched: Vec<PostId> = self
             .touched_while_down
             .lock()
@@ -245,7 +252,11 @@ impl Likes for RedisLikes {
         op: LikeOp,
     ) -> Result<LikeOutcome, StoreError> {
         if self.is_redis_down() {
-            return self.apply_fallback(post, user, op).await;
+            let _gate = self.fallback_gate.read().await;
+            // Checked again under the gate: recovery may have just finished.
+            if self.is_redis_down() {
+                return self.apply_fallback(post, user, op).await;
+            }
         }
         // A post found unloaded twice in a row is a sign of eviction,
         // which the deployment must not allow (maxmemory-policy noeviction).
@@ -262,6 +273,7 @@ impl Likes for RedisLikes {
                 }
                 Err(err) if is_unreachable(&err) => {
                     self.mark_down(&err);
+                    let _gate = self.fallback_gate.read().await;
                     return self.apply_fallback(post, user, op).await;
                 }
                 Err(err) => {

@@ -121,6 +121,17 @@ impl SyncWorker {
                     failing = Duration::ZERO;
                     idle
                 }
+                Err(SyncError::Redis(err)) if err.to_string().contains("NOGROUP") => {
+                    // Redis lost its data (restart without persistence,
+                    // flush): take the partitions over afresh, which
+                    // recreates the consumer groups.
+                    tracing::warn!(
+                        "consumer groups are gone (Redis lost its data); recreating them"
+                    );
+                    self.owned.clear();
+                    self.leases_checked = None;
+                    Duration::ZERO
+                }
                 Err(SyncError::Redis(err)) if scripts::is_noscript(&err) => {
                     // Redis restarted and forgot our scripts.
                     if let Err(err) = scripts::load_all(&mut self.redis).await {

@@ -1,0 +1,309 @@
+//! Private, throwaway Redis and PostgreSQL servers for fault tests.
+//!
+//! Fault tests kill, stop and restart their backing servers. They must only
+//! ever do that to instances they own, never to the machine's shared Redis
+//! (6379) or PostgreSQL (5432) that other tests use at the same time. So each
+//! [`ExtraRedis`] / [`ExtraPostgres`] runs its own server on a free port with
+//! its data in a temporary directory, and tears it down on drop.
+//!
+//! Everything here blocks (std::process, std::net): starting Redis takes
+//! milliseconds, PostgreSQL (initdb + start) a second or two. Call it from a
+//! multi-threaded tokio test or wrap it in `spawn_blocking`. Failures panic
+//! with the server's log.
+#![allow(dead_code)]
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read it, drop the listener).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0 to find a free port")
+        .local_addr()
+        .expect("read the local address of the port-0 listener")
+        .port()
+}
+
+/// Runs `start` on a fresh free port, retrying twice in case another
+/// process grabbed the port in between; panics with every error.
+fn on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        match start(free_port()) {
+            Ok(started) => return started,
+            Err(e) => errors.push(e),
+        }
+    }
+    panic!("could not start a private {what}:\n{}", errors.join("\n"));
+}
+
+/// Runs a command to completion; Err carries its status and output.
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let output = [out.stdout, out.stderr].concat();
+    let output = String::from_utf8_lossy(&output);
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("{what} failed ({}):\n{output}", out.status)),
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read it: {e}>"));
+    format!("--- {} ---\n{text}", path.display())
+}
+
+fn temp_dir(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir();
+    dir.expect("create a temp dir for a private server")
+}
+
+/// A private `redis-server` (no persistence: a kill loses all data).
+pub struct ExtraRedis {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl ExtraRedis {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        let dir = temp_dir("tally-redis-");
+        let (port, child) =
+            on_free_port("Redis", |port| Ok((port, spawn_redis(port, dir.path())?)));
+        let child = Some(child);
+        ExtraRedis { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILLs the server and waits for it to exit. No-op if not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the private redis-server");
+            child.wait().expect("wait for the killed redis-server");
+        }
+    }
+
+    /// Starts the server again on the same port and dir (killing it first
+    /// if it still runs) and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = spawn_redis(self.port, self.dir.path());
+        self.child =
+            Some(child.unwrap_or_else(|e| panic!("could not restart the private Redis:\n{e}")));
+    }
+}
+
+impl Drop for ExtraRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = (child.kill(), child.wait());
+        }
+    }
+}
+
+/// Spawns redis-server and waits until *this* process answers on `port`
+/// (INFO's process_id must match, so a stranger on the port is not taken
+/// for it) and PING gets +PONG. Err carries the server log.
+fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
+    let log_path = dir.join("redis.log");
+    let log = OpenOptions::new().create(true).append(true).open(&log_path);
+    let log = log.expect("open the Redis log file");
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the Redis log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn redis-server (is it installed and on PATH?)");
+    let ours = format!("\r\nprocess_id:{}\r\n", child.id());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let failure = loop {
+        if redis_reply(port, "INFO server", "process_id:").is_some_and(|info| info.contains(&ours))
+            && redis_reply(port, "PING", "+PONG").is_some()
+        {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait().expect("poll redis-server") {
+            break format!("exited with {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = (child.kill(), child.wait());
+            break format!("did not answer within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Err(format!(
+        "redis-server on port {port} {failure}\n{}",
+        read_log(&log_path)
+    ))
+}
+
+/// Sends an inline command; reads until the reply holds `marker` and a CRLF
+/// after it. None if it cannot connect or the reply never gets there.
+fn redis_reply(port: u16, command: &str, marker: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(at) = text.find(marker)
+            && text[at + marker.len()..].contains("\r\n")
+        {
+            return Some(text.into_owned());
+        }
+        let n = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A private PostgreSQL cluster (newest /usr/lib/postgresql/*/bin), trust
+/// auth, fsync off. Data lives in `<tmp>/data`, socket and log in `<tmp>`.
+pub struct ExtraPostgres {
+    port: u16,
+    bin: PathBuf,
+    running: bool,
+    dir: TempDir,
+}
+
+impl ExtraPostgres {
+    /// initdb + start on a free port; waits until it accepts connections.
+    pub fn start() -> Self {
+        let bin = pg_bin_dir();
+        let dir = temp_dir("tally-pg-");
+        if is_root() {
+            // PostgreSQL refuses to run as root: hand the 0700 dir to postgres.
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(dir.path());
+            run(&mut chown, "chown postgres:postgres").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut initdb = pg_command(&bin, "initdb", dir.path());
+        initdb.arg("-D").arg(dir.path().join("data"));
+        initdb.args("-A trust -U postgres -E UTF8 --locale=C --no-sync".split(' '));
+        run(&mut initdb, "initdb").unwrap_or_else(|e| panic!("{e}"));
+        let mut pg = ExtraPostgres {
+            port: 0,
+            bin,
+            running: false,
+            dir,
+        };
+        pg.port = on_free_port("PostgreSQL", |port| pg.pg_ctl_start(port).map(|()| port));
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `pg_ctl stop -m immediate` (crash-like), waits. No-op if stopped.
+    pub fn stop(&mut self) {
+        if self.running {
+            self.pg_ctl_stop().unwrap_or_else(|e| panic!("{e}"));
+            self.running = false;
+        }
+    }
+
+    /// Starts again on the same port and dir (stopping first if running);
+    /// waits until it accepts connections (crash recovery included).
+    pub fn start_again(&mut self) {
+        self.stop();
+        let started = self.pg_ctl_start(self.port);
+        started.unwrap_or_else(|e| panic!("could not restart the private PostgreSQL:\n{e}"));
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut cmd = pg_command(&self.bin, "pg_ctl", self.dir.path());
+        cmd.arg("-D").arg(self.dir.path().join("data"));
+        cmd
+    }
+
+    fn pg_ctl_stop(&self) -> Result<(), String> {
+        run(
+            self.pg_ctl().args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
+    fn pg_ctl_start(&mut self, port: u16) -> Result<(), String> {
+        let (dir, log) = (self.dir.path(), self.dir.path().join("postgres.log"));
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let mut start = self.pg_ctl();
+        start
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &options, "-w", "-t", "60", "start"]);
+        run(&mut start, &format!("pg_ctl start on port {port}"))
+            .map_err(|e| format!("{e}{}", read_log(&log)))?;
+        self.running = true;
+        Ok(())
+    }
+}
+
+impl Drop for ExtraPostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.pg_ctl_stop();
+        }
+    }
+}
+
+/// A PostgreSQL binary, run as the postgres user when we are root.
+fn pg_command(bin: &Path, program: &str, cwd: &Path) -> Command {
+    let program = bin.join(program);
+    let mut cmd = match is_root() {
+        true => Command::new("runuser"),
+        false => Command::new(&program),
+    };
+    if is_root() {
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+    }
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    cmd
+}
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self").expect("stat /proc/self").uid() == 0
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding an initdb.
+fn pg_bin_dir() -> PathBuf {
+    fs::read_dir("/usr/lib/postgresql")
+        .expect("read /usr/lib/postgresql (is PostgreSQL installed?)")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin)
+        .expect("no /usr/lib/postgresql/<version>/bin/initdb found")
+}

@@ -1,0 +1,261 @@
+//! Real `tally` processes for multi-node and crash tests, and a small load
+//! generator with a ledger of every answer, so a test can prove afterwards
+//! that nothing acknowledged was lost.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use tally::config::Settings;
+
+use crate::helpers::png;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tally");
+
+/// Flags that point a `tally` command at the settings' backend.
+pub fn backend_args(settings: &Settings) -> Vec<String> {
+    let mut args = Vec::new();
+    if let (Some(redis), Some(db)) = (&settings.redis_url, &settings.database_url) {
+        args.extend([
+            "--redis-url".into(),
+            redis.clone(),
+            "--database-url".into(),
+            db.clone(),
+            "--key-prefix".into(),
+            settings.production.key_prefix.clone(),
+        ]);
+    }
+    args
+}
+
+/// Environment shared by every node of a test.
+fn node_env(cmd: &mut Command, settings: &Settings) {
+    cmd.env("TALLY_RATE_LIMITS__USER_WRITES_PER_SEC", "0")
+        .env("TALLY_RATE_LIMITS__AUTH_PER_MIN_PER_IP", "0")
+        .env(
+            "TALLY_PARTITIONS",
+            settings.production.partitions.to_string(),
+        )
+        .env(
+            "TALLY_SYNC__LEASE_TTL_MS",
+            settings.production.sync.lease_ttl_ms.to_string(),
+        )
+        .env(
+            "TALLY_SYNC__MAX_DELAY_MS",
+            settings.production.sync.max_delay_ms.to_string(),
+        )
+        .env("TALLY_RECONCILE_INTERVAL_SECS", "0")
+        .env("RUST_LOG", "warn");
+}
+
+/// A `tally serve` process.
+pub struct Node {
+    child: Child,
+    pub base: String,
+}
+
+impl Node {
+    pub fn start(settings: &Settings, data_dir: &Path) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(backend_args(settings))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        node_env(&mut cmd, settings);
+        let mut child = cmd.spawn().expect("spawn tally serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
+        let base = line
+            .trim()
+            .strip_prefix("tally listening on ")
+            .unwrap_or_else(|| panic!("tally serve did not start: {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seeds users with `tally users seed`; returns (id, token) pairs.
+pub fn seed(settings: &Settings, data_dir: &Path, count: u64) -> Vec<(i64, String)> {
+    let tokens = data_dir.join(format!("tokens-{count}.txt"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["users", "seed", "--count", &count.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .arg("--tokens-out")
+        .arg(&tokens)
+        .args(backend_args(settings));
+    node_env(&mut cmd, settings);
+    assert!(cmd.status().expect("run tally users seed").success());
+    std::fs::read_to_string(&tokens)
+        .expect("tokens file")
+        .lines()
+        .map(|l| {
+            let (id, token) = l.split_once(' ').expect("id token");
+            (id.parse().expect("id"), token.to_owned())
+        })
+        .collect()
+}
+
+pub async fn create_post(client: &Client, base: &str, token: &str) -> i64 {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png(8, 8)).file_name("p.png"),
+        )
+        .text("caption", "load");
+    let r = client
+        .post(format!("{base}/v1/posts"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<Value>().await.expect("json")["id"]
+        .as_i64()
+        .expect("id")
+}
+
+/// What the load saw for one (user, post).
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Seen {
+    /// The last answered state.
+    pub acked: Option<bool>,
+    /// The state a request asked for when its answer never came.
+    pub in_flight: Option<bool>,
+}
+
+impl Seen {
+    /// Whether `actual` is a state the answers allow.
+    pub fn allows(&self, actual: bool) -> bool {
+        match (self.acked, self.in_flight) {
+            (acked, Some(pending)) => actual == pending || actual == acked.unwrap_or(false),
+            (Some(acked), None) => actual == acked,
+            (None, None) => !actual,
+        }
+    }
+}
+
+pub type Ledger = HashMap<(i64, i64), Seen>;
+
+/// Random likes and unlikes from every user on the posts, spread over the
+/// nodes' URLs, until `stop` is set. A user stops at its first failed
+/// request (its outcome is then unknown and recorded as in flight) unless
+/// `keep_going`, in which case failures are retried on the next node.
+pub struct Load {
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub answered: Arc<AtomicU64>,
+    pub stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(
+        client: &Client,
+        bases: Vec<String>,
+        users: &[(i64, String)],
+        posts: &[i64],
+        keep_going: bool,
+    ) -> Self {
+        let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        let answered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (i, (user, token)) in users.iter().cloned().enumerate() {
+            let (client, bases, posts) = (client.clone(), bases.clone(), posts.to_vec());
+            let (ledger, answered, stop) = (ledger.clone(), answered.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut node = i;
+                while !stop.load(Ordering::Relaxed) {
+                    let post = posts[rand::random_range(0..posts.len())];
+                    let like = rand::random_bool(0.6);
+                    ledger
+                        .lock()
+                        .expect("ledger")
+                        .entry((user, post))
+                        .or_default()
+                        .in_flight = Some(like);
+                    let method = if like {
+                        reqwest::Method::PUT
+                    } else {
+                        reqwest::Method::DELETE
+                    };
+                    let base = &bases[node % bases.len()];
+                    let result = client
+                        .request(method, format!("{base}/v1/posts/{post}/like"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    let body = match result {
+                        Ok(r) if r.status() == StatusCode::OK => r.json::<Value>().await.ok(),
+                        _ => None,
+                    };
+                    match body {
+                        Some(body) => {
+                            assert_eq!(body["liked"].as_bool(), Some(like));
+                            let mut ledger = ledger.lock().expect("ledger");
+                            let seen = ledger.entry((user, post)).or_default();
+                            seen.acked = Some(like);
+                            seen.in_flight = None;
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            if !keep_going {
+                                return;
+                            }
+                            // The outcome is unknown: it stays in flight (a
+                            // later answer for the pair settles it); carry on
+                            // through the next node.
+                            node += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Self {
+            ledger,
+            answered,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until `n` more answers arrived.
+    pub async fn wait_answers(&self, n: u64) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        while self.answered.load(Ordering::Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn finish(self) -> Ledger {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("load task");
+        }
+        self.ledger.lock().expect("ledger").clone()
+    }
+}

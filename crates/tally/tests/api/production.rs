@@ -1,0 +1,511 @@
+//! The production backend beyond the shared behaviour tests: several
+//! nodes, crashes and outages, reconciliation and strict durability.
+//! Every test gets its own database and key prefix; tests that break a
+//! service start their own instance of it (see `instances.rs`).
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use tally::config::Settings;
+use tally::store::production::{Durability, Production, reconcile};
+
+use crate::helpers::{Backend, TestApp, test_admin_database_url, test_redis_url, use_redis_pg};
+use crate::instances::{ExtraPostgres, ExtraRedis};
+use crate::nodes::{Ledger, Load, Node, create_post, seed};
+
+async fn settings(redis_url: &str, admin_db: &str, dir: &std::path::Path) -> Settings {
+    let mut s = Settings::for_tests(dir.to_path_buf());
+    use_redis_pg(&mut s, redis_url, admin_db).await;
+    s.production.sync.lease_ttl_ms = 1000;
+    s
+}
+
+async fn connect(s: &Settings) -> Production {
+    Production::connect(
+        s.redis_url.as_deref().expect("redis"),
+        s.database_url.as_deref().expect("database"),
+        s.production.clone(),
+    )
+    .await
+    .expect("connect")
+}
+
+/// Waits for the write-behind, then checks every invariant: PostgreSQL's
+/// rows allow every answer of the ledger, each post's count equals its
+/// rows, and Redis's count and likers (where loaded) equal them too.
+async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
+    let mut p = connect(s).await;
+    assert!(
+        tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+            .await
+            .expect("backlog"),
+        "write-behind did not drain"
+    );
+    let liked: HashSet<(i64, i64)> = sqlx::query("SELECT user_id, post_id FROM likes WHERE liked")
+        .fetch_all(&p.pg)
+        .await
+        .expect("likes")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut checked = 0;
+    for (&pair, seen) in ledger {
+        assert!(
+            seen.allows(liked.contains(&pair)),
+            "user {} post {}: answers {seen:?}, PostgreSQL says {}",
+            pair.0,
+            pair.1,
+            liked.contains(&pair)
+        );
+        checked += usize::from(seen.in_flight.is_none());
+    }
+    assert!(
+        checked > 50,
+        "too few settled pairs to mean anything: {checked}"
+    );
+    for pair in &liked {
+        assert!(
+            ledger.contains_key(pair),
+            "PostgreSQL has a like nobody made: {pair:?}"
+        );
+    }
+    for &post in posts {
+        assert_post_consistent(&mut p, post).await;
+    }
+}
+
+/// count == rows in PostgreSQL, and Redis (if loaded) agrees with both.
+async fn assert_post_consistent(p: &mut Production, post: i64) {
+    let row = sqlx::query("SELECT like_count, (SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked) FROM posts WHERE id = $1")
+        .bind(post)
+        .fetch_one(&p.pg)
+        .await
+        .expect("post");
+    let (count, rows): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(count, rows, "post {post}: posts.like_count vs likes rows");
+    let n: Option<i64> = redis::cmd("GET")
+        .arg(p.keys.count(post))
+        .query_async(&mut p.redis)
+        .await
+        .expect("GET");
+    if let Some(n) = n {
+        let members: BTreeSet<i64> = redis::cmd("SMEMBERS")
+            .arg(p.keys.likers(post))
+            .query_async(&mut p.redis)
+            .await
+            .expect("SMEMBERS");
+        let pg: BTreeSet<i64> =
+            sqlx::query_scalar("SELECT user_id FROM likes WHERE post_id = $1 AND liked")
+                .bind(post)
+                .fetch_all(&p.pg)
+                .await
+                .expect("likers")
+                .into_iter()
+                .collect();
+        assert_eq!(n, rows, "post {post}: Redis count vs PostgreSQL rows");
+        assert_eq!(
+            members, pg,
+            "post {post}: Redis likers vs PostgreSQL likers"
+        );
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(2000)
+        .build()
+        .expect("client")
+}
+
+async fn like_answer(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+) -> (bool, i64) {
+    let r = client
+        .request(method, url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.expect("json");
+    (
+        v["liked"].as_bool().expect("liked"),
+        v["likeCount"].as_i64().expect("count"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_count_exactly_and_agree_after_the_drain() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = settings(&test_redis_url(), &test_admin_database_url(), dir.path()).await;
+    let users = seed(&s, dir.path(), 1000);
+    let (a, b) = (
+        Node::start(&s, &dir.path().join("a")),
+        Node::start(&s, &dir.path().join("b")),
+    );
+    let client = client();
+    let hot = create_post(&client, &a.base, &users[0].1).await;
+    let solo = create_post(&client, &b.base, &users[0].1).await;
+
+    // 1,000 users, one post, both nodes: the answers are exactly 1..=1000.
+    let answers = join_all(users.iter().enumerate().map(|(i, (_, token))| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        like_answer(
+            &client,
+            reqwest::Method::PUT,
+            format!("{base}/v1/posts/{hot}/like"),
+            token,
+        )
+    }))
+    .await;
+    let counts: HashSet<i64> = answers.iter().map(|(_, c)| *c).collect();
+    assert_eq!(counts, (1..=1000).collect::<HashSet<_>>());
+
+    // One user, 100 concurrent mixed operations over both nodes.
+    let token = &users[1].1;
+    let answers = join_all((0..100).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (method, path) = match i % 3 {
+            0 => (reqwest::Method::PUT, "like"),
+            1 => (reqwest::Method::DELETE, "like"),
+            _ => (reqwest::Method::POST, "like/toggle"),
+        };
+        like_answer(
+            &client,
+            method,
+            format!("{base}/v1/posts/{solo}/{path}"),
+            token,
+        )
+    }))
+    .await;
+    for (liked, count) in &answers {
+        assert_eq!(*count, i64::from(*liked));
+    }
+
+    let mut p = connect(&s).await;
+    assert!(
+        tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+            .await
+            .expect("drain")
+    );
+    assert_post_consistent(&mut p, hot).await;
+    assert_post_consistent(&mut p, solo).await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked")
+        .bind(hot)
+        .fetch_one(&p.pg)
+        .await
+        .expect("rows");
+    assert_eq!(rows, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_node_mid_load_loses_no_acknowledged_like() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = settings(&test_redis_url(), &test_admin_database_url(), dir.path()).await;
+    let users = seed(&s, dir.path(), 200);
+    let mut a = Node::start(&s, &dir.path().join("a"));
+    let b = Node::start(&s, &dir.path().join("b"));
+    let client = client();
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(create_post(&client, &a.base, &users[0].1).await);
+    }
+    let load = Load::start(
+        &client,
+        vec![a.base.clone(), b.base.clone()],
+        &users,
+        &posts,
+        true,
+    );
+    load.wait_answers(2000).await;
+    a.kill_9();
+    // Node b takes over a's partitions (lease expiry) and its unacknowledged
+    // stream entries, while the load goes on through b alone.
+    load.wait_answers(2000).await;
+    let ledger = load.finish().await;
+    assert_exact(&s, &ledger, &posts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut pg = ExtraPostgres::start();
+    let s = settings(&test_redis_url(), &pg.url(), dir.path()).await;
+    let users = seed(&s, dir.path(), 200);
+    let node = Node::start(&s, &dir.path().join("a"));
+    let client = client();
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(create_post(&client, &node.base, &users[0].1).await);
+    }
+    let load = Load::start(&client, vec![node.base.clone()], &users, &posts, false);
+    load.wait_answers(1000).await;
+    pg.stop();
+    // Likes keep being answered from Redis; the events wait in the streams.
+    load.wait_answers(2000).await;
+    let ready = client
+        .get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut p = connect_redis_only(&s).await;
+    let backlog = tally::store::production::sync::backlog(&mut p.0, &p.1)
+        .await
+        .expect("backlog");
+    assert!(
+        backlog > 0,
+        "the events should wait in the streams while PostgreSQL is down"
+    );
+    pg.start_again();
+    load.wait_answers(500).await;
+    let ledger = load.finish().await;
+    assert_eq!(
+        load_failures(&ledger),
+        0,
+        "no like may fail in fast mode while only PostgreSQL is down"
+    );
+    assert_exact(&s, &ledger, &posts).await;
+}
+
+fn load_failures(ledger: &Ledger) -> usize {
+    ledger.values().filter(|s| s.in_flight.is_some()).count()
+}
+
+/// Redis alone, for looking at the backlog while PostgreSQL is down.
+async fn connect_redis_only(
+    s: &Settings,
+) -> (
+    redis::aio::ConnectionManager,
+    tally::store::production::Keys,
+) {
+    let client = redis::Client::open(s.redis_url.as_deref().expect("redis")).expect("client");
+    let conn = client.get_connection_manager().await.expect("redis");
+    (
+        conn,
+        tally::store::production::Keys::new(&s.production.key_prefix, s.production.partitions),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_the_service_stays_up_through_postgres() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut redis = ExtraRedis::start();
+    let mut s = settings(&redis.url(), &test_admin_database_url(), dir.path()).await;
+    // Strict: every answer is in PostgreSQL first, so even a Redis that
+    // loses everything loses no acknowledged like.
+    s.production.durability = Durability::Strict;
+    let users = seed(&s, dir.path(), 100);
+    let app = TestApp::spawn_with(Backend::RedisPg, |t| {
+        t.redis_url = s.redis_url.clone();
+        t.database_url = s.database_url.clone();
+        t.production = s.production.clone();
+    })
+    .await;
+    let client = client();
+    let mut posts = Vec::new();
+    for _ in 0..3 {
+        posts.push(create_post(&client, &app.base, &users[0].1).await);
+    }
+    let load = Load::start(&client, vec![app.base.clone()], &users, &posts, true);
+    load.wait_answers(500).await;
+    redis.kill();
+    load.wait_answers(500).await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.expect("body").contains("redis"));
+    redis.restart(); // empty: no persistence
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.get("/readyz").await.status() != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not return to the fast path"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    load.wait_answers(500).await;
+    let ledger = load.finish().await;
+    assert_exact(&s, &ledger, &posts).await;
+    // The API agrees with PostgreSQL after Redis was rebuilt lazily.
+    let p = connect(&s).await;
+    for &post in &posts {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked")
+                .bind(post)
+                .fetch_one(&p.pg)
+                .await
+                .expect("rows");
+        assert_eq!(
+            app.get_json(&format!("/v1/posts/{post}")).await["likeCount"],
+            rows
+        );
+    }
+}
+
+/// Deletes every key of the app's prefix: a flush of this tenant.
+async fn flush_prefix(p: &mut Production) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", p.keys.prefix()))
+        .query_async(&mut p.redis)
+        .await
+        .expect("KEYS");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut p.redis)
+            .await
+            .expect("DEL");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_flushed_counts_stay_right() {
+    let app = TestApp::spawn(Backend::RedisPg).await;
+    let users = app.seed_users(50).await;
+    let post = app.post(&users[0]).await;
+    join_all(users.iter().map(|u| app.like(u, post))).await;
+    join_all(users[..5].iter().map(|u| app.unlike(u, post))).await;
+    app.drain().await;
+    let mut p = app.production().await;
+    flush_prefix(&mut p).await;
+    // Loaded lazily from PostgreSQL on first touch, by many readers at once.
+    let views = join_all((0..20).map(|_| app.get_post(Some(&users[10]), post))).await;
+    assert!(
+        views
+            .iter()
+            .all(|v| v["likeCount"] == 45 && v["likedByMe"] == true)
+    );
+    let (liked, count) = like_answer(
+        &app.client,
+        reqwest::Method::DELETE,
+        app.url(&format!("/v1/posts/{post}/like")),
+        &users[10].token,
+    )
+    .await;
+    assert_eq!((liked, count), (false, 44));
+    app.drain().await;
+    assert_post_consistent(&mut p, post).await;
+    let report = reconcile::reconcile(&mut p.redis, &p.pg, &p.keys, false)
+        .await
+        .expect("reconcile");
+    assert_eq!(report.drift(), 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconciliation_finds_and_repairs_drift_both_ways() {
+    let app = TestApp::spawn(Backend::RedisPg).await;
+    let users = app.seed_users(20).await;
+    let (a, b, c) = (
+        app.post(&users[0]).await,
+        app.post(&users[0]).await,
+        app.post(&users[0]).await,
+    );
+    for post in [a, b, c] {
+        join_all(users[..10].iter().map(|u| app.like(u, post))).await;
+    }
+    app.drain().await;
+    let mut p = app.production().await;
+    let clean = reconcile::reconcile(&mut p.redis, &p.pg, &p.keys, false)
+        .await
+        .expect("reconcile");
+    assert_eq!(clean.drift(), 0, "{clean:?}");
+
+    // Redis has a like PostgreSQL lacks (post a), PostgreSQL has one Redis
+    // lacks (post b), and post c's stored count is off.
+    let _: () = redis::pipe()
+        .sadd(p.keys.likers(a), users[15].id)
+        .ignore()
+        .incr(p.keys.count(a), 1)
+        .ignore()
+        .query_async(&mut p.redis)
+        .await
+        .expect("inject redis drift");
+    sqlx::query("INSERT INTO likes (post_id, user_id, liked, version, liked_at) VALUES ($1, $2, true, 1, 0)")
+        .bind(b).bind(users[16].id).execute(&p.pg).await.expect("inject pg drift");
+    sqlx::query("UPDATE posts SET like_count = like_count + 7 WHERE id = $1")
+        .bind(c)
+        .execute(&p.pg)
+        .await
+        .expect("inject count drift");
+
+    let found = reconcile::reconcile(&mut p.redis, &p.pg, &p.keys, false)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        (
+            found.redis_likers_drift,
+            found.pg_count_drift,
+            found.repaired
+        ),
+        (2, 2, 0),
+        "{found:?}"
+    );
+    let repaired = reconcile::reconcile(&mut p.redis, &p.pg, &p.keys, true)
+        .await
+        .expect("repair");
+    assert!(repaired.repaired >= 3, "{repaired:?}");
+    let after = reconcile::reconcile(&mut p.redis, &p.pg, &p.keys, false)
+        .await
+        .expect("reconcile");
+    assert_eq!(after.drift(), 0, "{after:?}");
+    // PostgreSQL is the truth: the phantom Redis like is gone, the row wins.
+    assert_eq!(app.get_post(None, a).await["likeCount"], 10);
+    assert_eq!(app.get_post(None, b).await["likeCount"], 11);
+    assert_eq!(app.get_post(None, c).await["likeCount"], 10);
+    for post in [a, b, c] {
+        assert_post_consistent(&mut p, post).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_mode_answers_after_the_postgres_commit() {
+    let mut pg = ExtraPostgres::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut s = settings(&test_redis_url(), &pg.url(), dir.path()).await;
+    s.production.durability = Durability::Strict;
+    s.likes.ack_timeout_ms = 1500;
+    let app = TestApp::spawn_with(Backend::RedisPg, |t| {
+        t.redis_url = s.redis_url.clone();
+        t.database_url = s.database_url.clone();
+        t.production = s.production.clone();
+        t.likes = s.likes.clone();
+    })
+    .await;
+    let users = app.seed_users(3).await;
+    let post = app.post(&users[0]).await;
+    let pool = PgPool::connect(s.database_url.as_deref().expect("db"))
+        .await
+        .expect("pg");
+    for u in &users[..2] {
+        assert_eq!(app.like(u, post).await.status(), StatusCode::OK);
+        // No drain: the row is there when the answer is.
+        let liked: bool =
+            sqlx::query_scalar("SELECT liked FROM likes WHERE post_id = $1 AND user_id = $2")
+                .bind(post)
+                .bind(u.id)
+                .fetch_one(&pool)
+                .await
+                .expect("row present at answer time");
+        assert!(liked);
+    }
+    pool.close().await;
+    pg.stop();
+    let r = app.like(&users[2], post).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+    pg.start_again();
+    // Not acknowledged, but not lost either: it lands once PostgreSQL is back.
+    app.drain().await;
+    let mut p = app.production().await;
+    assert_post_consistent(&mut p, post).await;
+    assert_eq!(app.get_post(Some(&users[2]), post).await["likedByMe"], true);
+}
