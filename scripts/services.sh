@@ -73,3 +73,15 @@ ensure_postgres() {
     psql "$TALLY_TEST_DATABASE_URL" -tAc 'select 1' >/dev/null 2>&1 \
         || die "PostgreSQL is not reachable at $TALLY_TEST_DATABASE_URL"
 }
+
+# Databases and Redis keys left by earlier runs (tests name theirs
+# tally_t_<random>; a killed test run cannot drop its own).
+cleanup_test_state() {
+    local stale
+    stale="$(psql "$TALLY_TEST_DATABASE_URL" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'tally_t_%' OR datname LIKE 'tally_bench_%'")"
+    for db in $stale; do
+        psql "$TALLY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    redis-cli -u "$TALLY_TEST_REDIS_URL" --scan --pattern 'tally_t_*' \
+        | xargs -r -n 500 redis-cli -u "$TALLY_TEST_REDIS_URL" DEL >/dev/null
+}

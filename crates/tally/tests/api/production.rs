@@ -509,3 +509,32 @@ async fn strict_mode_answers_after_the_postgres_commit() {
     assert_post_consistent(&mut p, post).await;
     assert_eq!(app.get_post(Some(&users[2]), post).await["likedByMe"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_separate_worker_process_applies_the_backlog() {
+    let app = TestApp::spawn_with(Backend::RedisPg, |s| s.production.sync.in_process = false).await;
+    let users = app.seed_users(30).await;
+    let post = app.post(&users[0]).await;
+    join_all(users.iter().map(|u| app.like(u, post))).await;
+    let mut p = app.production().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let backlog = tally::store::production::sync::backlog(&mut p.redis, &p.keys)
+        .await
+        .expect("backlog");
+    assert_eq!(backlog, 30, "no worker runs in the API node");
+    let mut worker = std::process::Command::new(crate::nodes::BIN)
+        .arg("worker")
+        .args(crate::nodes::backend_args(&app.settings))
+        .env(
+            "TALLY_PARTITIONS",
+            app.settings.production.partitions.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn tally worker");
+    app.drain().await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_post_consistent(&mut p, post).await;
+    assert_eq!(app.all_likers(post).await.len(), 30);
+}

@@ -17,34 +17,7 @@ use redis::Script;
 /// the partition, and still ahead of every earlier version after Redis lost
 /// its data, because time moved on. PostgreSQL applies an event only if its
 /// version is newer than the row's, so order and replays cannot matter.
-pub static LIKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local n = redis.call('GET', KEYS[1])
-if not n then return {-1, 0, 0, 0} end
-local member = redis.call('SISMEMBER', KEYS[2], ARGV[1])
-local want
-if ARGV[2] == 'like' then want = 1
-elseif ARGV[2] == 'unlike' then want = 0
-else want = 1 - member end
-if want == member then return {0, tonumber(n), member, 0} end
-local count
-if want == 1 then
-  redis.call('SADD', KEYS[2], ARGV[1])
-  count = redis.call('INCR', KEYS[1])
-else
-  redis.call('SREM', KEYS[2], ARGV[1])
-  count = redis.call('DECR', KEYS[1])
-end
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local version = math.max(tonumber(redis.call('GET', KEYS[4]) or '0') + 1, now_us)
-redis.call('SET', KEYS[4], string.format('%d', version))
-redis.call('XADD', KEYS[3], '*', 'p', ARGV[3], 'u', ARGV[1], 'l', want, 'v', string.format('%d', version), 't', ARGV[4])
-return {1, count, want, version}
-",
-    )
-});
+pub static LIKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("like.lua")));
 
 /// Installs a post's state loaded from PostgreSQL, unless someone else did
 /// first (two loaders never both install: the count key decides).
