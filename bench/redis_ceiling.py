@@ -36,7 +36,7 @@ def main():
             redis("DEL", *keys)
             redis("SET", keys[0], "0")
             out = subprocess.run(["redis-benchmark", "-h", HOST, "-p", PORT, "-n", str(N), "-c", "50", "-P", str(pipeline),
-                                  "-r", "100000000", "--csv", "EVALSHA", sha, "4", *keys, "__rand_int__", "like", "1", "0"],
+                                  "-r", "100000000", "--csv", "EVALSHA", sha, "4", *keys, "__rand_int__", "like", "1", "0", f"{prefix}:live"],
                                  check=True, capture_output=True, text=True).stdout
             row = [c.strip('"') for c in out.strip().splitlines()[-1].split(",")]
             stream_len = int(redis("XLEN", keys[2]))

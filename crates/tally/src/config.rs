@@ -38,6 +38,10 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     pub rate_limits: RateLimitSettings,
     pub likes: LikesSettings,
+    /// Most live pushes per post per second (per viewer).
+    pub live_max_updates_per_sec: u32,
+    /// Messages buffered per Socket.io connection before pushes are dropped.
+    pub live_socket_buffer: usize,
     /// Redis of the production backend; with `database_url`, selects it.
     /// Without both, the embedded backend runs.
     pub redis_url: Option<String>,
@@ -90,6 +94,8 @@ impl Default for Settings {
             request_timeout_secs: 30,
             rate_limits: RateLimitSettings::default(),
             likes: LikesSettings::default(),
+            live_max_updates_per_sec: 10,
+            live_socket_buffer: 64,
             redis_url: None,
             database_url: None,
             production: ProductionSettings::default(),

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod domain;
 pub mod error;
 pub mod images;
+pub mod live;
 pub mod media;
 pub mod ratelimit;
 pub mod routes;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{TokenKeys, password};
 use crate::config::Settings;
+use crate::live::LiveHub;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
 use crate::routes;
@@ -119,10 +120,12 @@ async fn open_backend(settings: &Settings) -> Result<Backend, StartupError> {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let backend = open_backend(&settings).await?;
+        let live = LiveHub::start(backend.likes.clone(), settings.live_max_updates_per_sec);
         let background = backend.production.as_ref().map(|(production, likes)| {
             Background::start(
                 production,
                 Some(likes.clone()),
+                Some(live.clone()),
                 settings.production.sync.in_process,
             )
         });
@@ -143,6 +146,8 @@ impl Application {
                     source,
                 })?;
         let state = AppState {
+            live,
+            live_local: backend.production.is_none(),
             catalog: backend.catalog,
             likes: backend.likes,
             tokens: Arc::new(tokens),
@@ -263,7 +268,7 @@ pub async fn worker(
     let production = connect_production(settings).await?.ok_or_else(|| {
         StartupError::Config("`tally worker` needs --redis-url and --database-url".into())
     })?;
-    let background = Background::start(&production, None, true);
+    let background = Background::start(&production, None, None, true);
     shutdown.await;
     background.stop().await;
     Ok(())

@@ -23,6 +23,11 @@ pub struct AppState {
     pub media: MediaStore,
     /// Write rate limits.
     pub limits: Arc<RateLimits>,
+    /// Live counts: rooms, coalescing, push.
+    pub live: Arc<crate::live::LiveHub>,
+    /// Whether like handlers feed `live` themselves (embedded backend); on
+    /// the production backend changes arrive through Redis Pub/Sub.
+    pub live_local: bool,
     /// Settings, for the limits handlers enforce.
     pub settings: Arc<Settings>,
     /// Renders `/metrics`.

@@ -28,6 +28,9 @@ async fn apply(
 ) -> Result<axum::Json<LikeView>, ApiError> {
     state.limits.check_user_write(user.id)?;
     let outcome = state.likes.apply(post, user.id, op).await?;
+    if outcome.changed && state.live_local {
+        state.live.update(post, outcome.count, outcome.version);
+    }
     Ok(axum::Json(LikeView {
         liked: outcome.liked,
         like_count: outcome.count,

@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{self, ApiError};
+use crate::live;
 use crate::media;
 use crate::state::AppState;
 
@@ -39,6 +40,7 @@ use crate::state::AppState;
         (name = "posts", description = "Image posts and the feed"),
         (name = "likes", description = "Likes: idempotent, exact, with the new count"),
         (name = "operations", description = "Health and metrics"),
+        (name = "live", description = "Live counts (also over Socket.io at /socket.io/)"),
     )
 )]
 struct ApiDoc;
@@ -71,10 +73,12 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(posts::router(max_upload_bytes))
         .merge(likes::router())
         .merge(health::router())
+        .routes(utoipa_axum::routes!(live::websocket::live))
 }
 
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
+    let socketio = live::socketio::layer(state.live.clone(), settings.live_socket_buffer);
     let (api, openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
 
     // Media names are random and never reused, so they can be cached forever.
@@ -110,6 +114,9 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        // Outermost: Socket.io's long-polling requests must not pass the
+        // request timeout (a poll waits by design).
+        .layer(socketio)
         .with_state(state)
 }
 

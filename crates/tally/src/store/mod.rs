@@ -53,6 +53,9 @@ pub struct LikeOutcome {
     pub count: i64,
     /// Whether the operation changed anything (false for a repeated like).
     pub changed: bool,
+    /// Orders the changes of one post (0 when nothing changed): live
+    /// updates arriving out of order are dropped by it.
+    pub version: i64,
 }
 
 /// What a viewer sees of one post's likes.

@@ -217,6 +217,7 @@ impl Likes for EmbeddedLikes {
                 liked: now,
                 count: likes.likers.len() as i64,
                 changed: now != was,
+                version: if now != was { likes.last_seq as i64 } else { 0 },
             };
             (outcome, likes.last_seq)
         };

@@ -21,4 +21,5 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local version = math.max(tonumber(redis.call('GET', KEYS[4]) or '0') + 1, now_us)
 redis.call('SET', KEYS[4], string.format('%d', version))
 redis.call('XADD', KEYS[3], '*', 'p', ARGV[3], 'u', ARGV[1], 'l', want, 'v', string.format('%d', version), 't', ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. count .. ' ' .. string.format('%d', version))
 return {1, count, want, version}

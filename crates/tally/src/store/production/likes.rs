@@ -39,6 +39,8 @@ pub struct RedisLikes {
     durability: Durability,
     /// How long a strict-mode like waits for PostgreSQL before 503.
     ack_timeout: Duration,
+    /// Redis Pub/Sub channel the like script announces changes on.
+    live_channel: String,
     /// Set while Redis is unreachable: likes go straight to PostgreSQL.
     redis_down: AtomicBool,
     /// Posts changed through PostgreSQL while Redis was down: their Redis
@@ -71,6 +73,7 @@ impl RedisLikes {
         Self {
             redis,
             pg,
+            live_channel: crate::live::pubsub::channel(keys.prefix()),
             keys,
             durability,
             ack_timeout,
@@ -186,6 +189,7 @@ impl RedisLikes {
             .arg(op.as_str())
             .arg(post)
             .arg(now_ms())
+            .arg(&self.live_channel)
             .invoke_async(&mut redis)
             .await?;
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
@@ -196,6 +200,7 @@ impl RedisLikes {
             liked: liked == 1,
             count,
             changed: status == 1,
+            version,
         };
         Ok(Some((outcome, version)))
     }

@@ -73,6 +73,8 @@ impl Default for ProductionSettings {
 /// Connections of the production backend.
 #[derive(Clone)]
 pub struct Production {
+    /// For connections of their own (Pub/Sub).
+    pub client: redis::Client,
     pub redis: ConnectionManager,
     pub pg: PgPool,
     pub keys: Keys,
@@ -110,6 +112,7 @@ impl Production {
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         Ok(Self {
+            client,
             redis,
             pg,
             keys: Keys::new(&settings.key_prefix, settings.partitions),
@@ -149,14 +152,24 @@ pub struct Background {
 
 impl Background {
     /// Starts the write-behind (if `with_worker`), the Redis recovery watch
-    /// (if `likes` is given) and the periodic reconciliation.
+    /// (if `likes` is given), the live-count subscription (if `live` is
+    /// given) and the periodic reconciliation.
     pub fn start(
         production: &Production,
         likes: Option<Arc<RedisLikes>>,
+        live: Option<Arc<crate::live::LiveHub>>,
         with_worker: bool,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+        if let Some(hub) = live {
+            tasks.push(tokio::spawn(crate::live::pubsub::subscribe_loop(
+                production.client.clone(),
+                crate::live::pubsub::channel(production.keys.prefix()),
+                hub,
+                stopped.clone(),
+            )));
+        }
         if with_worker {
             tasks.push(tokio::spawn(production.worker().run(stopped.clone())));
         }

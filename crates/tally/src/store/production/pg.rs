@@ -150,6 +150,7 @@ pub async fn apply_direct(
             liked: now,
             count,
             changed: false,
+            version: 0,
         });
     }
     // The version is PostgreSQL's clock in µs: ahead of the versions Redis
@@ -176,10 +177,12 @@ pub async fn apply_direct(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    // Live counts are not published while Redis is down.
     Ok(LikeOutcome {
         liked: now,
         count,
         changed: true,
+        version: 0,
     })
 }
 

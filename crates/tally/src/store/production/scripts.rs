@@ -8,7 +8,8 @@ use redis::Script;
 /// One like operation: dedup, count, version and outbox in one step.
 ///
 /// KEYS: count, likers, stream, seq. ARGV: user, op (like|unlike|toggle),
-/// post, now_ms.
+/// post, now_ms, live channel (a change is published there as
+/// `"{post} {count} {version}"`, for live counts on every node).
 /// Returns `{status, count, liked, version}`: status -1 = the post is not
 /// loaded (load it from PostgreSQL and retry), 0 = nothing changed, 1 =
 /// changed (and the event is in the stream).

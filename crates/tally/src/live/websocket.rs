@@ -1,0 +1,223 @@
+//! The plain WebSocket transport, `GET /v1/live`.
+//!
+//! Client → server: `{"type": "subscribe", "postIds": [1, 2]}` and
+//! `{"type": "unsubscribe", "postIds": [1]}`.
+//! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5}`,
+//! and `{"type": "error", "code": "...", "message": "..."}`.
+//!
+//! Each connection has a mailbox holding the newest count per post, not a
+//! queue: a slow client gets the latest counts when it catches up and never
+//! makes the server buffer without bound (at most one entry per watched
+//! post) or slows anyone else.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use dashmap::DashMap;
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::{LikeCount, LiveHub, MAX_SUBSCRIPTIONS};
+use crate::domain::PostId;
+use crate::state::AppState;
+
+/// Largest accepted client message.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A connection's pending pushes: newest count per post.
+#[derive(Default)]
+pub struct Mailbox {
+    /// A std mutex: no await while held.
+    pending: Mutex<HashMap<PostId, i64>>,
+    ready: Notify,
+}
+
+impl Mailbox {
+    fn put(&self, msg: LikeCount) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(msg.post_id, msg.like_count);
+        }
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Vec<LikeCount> {
+        self.pending
+            .lock()
+            .map(|mut p| {
+                p.drain()
+                    .map(|(post_id, like_count)| LikeCount {
+                        post_id,
+                        like_count,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Which WebSocket connections watch which post.
+#[derive(Default)]
+pub struct Rooms {
+    rooms: DashMap<PostId, HashMap<u64, Arc<Mailbox>>>,
+    next_id: AtomicU64,
+}
+
+impl Rooms {
+    pub(super) fn push(&self, msg: LikeCount) {
+        if let Some(room) = self.rooms.get(&msg.post_id) {
+            for mailbox in room.values() {
+                mailbox.put(msg);
+            }
+        }
+    }
+
+    fn join(&self, post: PostId, conn: u64, mailbox: &Arc<Mailbox>) {
+        self.rooms
+            .entry(post)
+            .or_default()
+            .insert(conn, mailbox.clone());
+    }
+
+    fn leave(&self, post: PostId, conn: u64) {
+        self.rooms.remove_if_mut(&post, |_, room| {
+            room.remove(&conn);
+            room.is_empty()
+        });
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum ClientMessage {
+    #[serde(rename_all = "camelCase")]
+    Subscribe { post_ids: Vec<PostId> },
+    #[serde(rename_all = "camelCase")]
+    Unsubscribe { post_ids: Vec<PostId> },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    LikeCount {
+        post_id: PostId,
+        like_count: i64,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// Live counts over a plain WebSocket.
+#[utoipa::path(get, path = "/v1/live", tag = "live",
+    responses((status = 101, description = "WebSocket; see docs/LIVE.md for the messages")))]
+pub async fn live(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let hub = state.live.clone();
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve(socket, hub))
+}
+
+async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
+    let conn = hub.websockets.next_id.fetch_add(1, Ordering::Relaxed);
+    let mailbox = Arc::new(Mailbox::default());
+    let mut watched: HashSet<PostId> = HashSet::new();
+    let (mut tx, mut rx) = socket.split();
+    metrics::gauge!("tally_live_connections", "transport" => "websocket").increment(1.0);
+
+    let writer_mailbox = mailbox.clone();
+    let (errors_tx, mut errors_rx) = tokio::sync::mpsc::channel::<ServerMessage>(8);
+    // The writer owns the sending half: pushes and error replies.
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = writer_mailbox.ready.notified() => {
+                    for msg in writer_mailbox.take() {
+                        let out = ServerMessage::LikeCount { post_id: msg.post_id, like_count: msg.like_count };
+                        if send(&mut tx, &out).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(err) = errors_rx.recv() => {
+                    if send(&mut tx, &err).await.is_err() {
+                        return;
+                    }
+                }
+                else => return,
+            }
+        }
+    });
+
+    while let Some(Ok(message)) = rx.next().await {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let parsed: Result<ClientMessage, _> = serde_json::from_str(&text);
+        let reply = match parsed {
+            Ok(ClientMessage::Subscribe { post_ids }) => {
+                let new: Vec<PostId> = post_ids
+                    .into_iter()
+                    .filter(|p| !watched.contains(p))
+                    .collect();
+                if watched.len() + new.len() > MAX_SUBSCRIPTIONS {
+                    Some(ServerMessage::Error {
+                        code: "too_many_subscriptions",
+                        message: format!("at most {MAX_SUBSCRIPTIONS} posts per connection"),
+                    })
+                } else {
+                    for &post in &new {
+                        watched.insert(post);
+                        hub.watch(post);
+                        hub.websockets.join(post, conn, &mailbox);
+                    }
+                    for msg in hub.snapshot(&new).await {
+                        mailbox.put(msg);
+                    }
+                    None
+                }
+            }
+            Ok(ClientMessage::Unsubscribe { post_ids }) => {
+                for post in post_ids {
+                    if watched.remove(&post) {
+                        hub.websockets.leave(post, conn);
+                        hub.unwatch(post);
+                    }
+                }
+                None
+            }
+            Err(err) => Some(ServerMessage::Error {
+                code: "invalid_request",
+                message: err.to_string(),
+            }),
+        };
+        if let Some(reply) = reply
+            && errors_tx.try_send(reply).is_err()
+        {
+            break; // the client sends garbage faster than it reads
+        }
+    }
+
+    for post in watched {
+        hub.websockets.leave(post, conn);
+        hub.unwatch(post);
+    }
+    writer.abort();
+    metrics::gauge!("tally_live_connections", "transport" => "websocket").decrement(1.0);
+}
+
+async fn send(
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    msg: &ServerMessage,
+) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(msg).unwrap_or_default();
+    tx.send(Message::Text(text.into())).await
+}

@@ -1,0 +1,112 @@
+// Starts real `tally` processes for the JavaScript tests and talks to them
+// over HTTP. Each test gets fresh data dirs, databases and key prefixes.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = process.env.TALLY_BIN || join(root, 'target/debug/tally');
+const REDIS = process.env.TALLY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+const ADMIN_DB = process.env.TALLY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
+
+const nodes = [];
+
+const baseEnv = {
+  ...process.env,
+  TALLY_RATE_LIMITS__USER_WRITES_PER_SEC: '0',
+  TALLY_RATE_LIMITS__AUTH_PER_MIN_PER_IP: '0',
+  TALLY_RECONCILE_INTERVAL_SECS: '0',
+  RUST_LOG: 'warn',
+};
+
+/** Backend flags: none (embedded) or a fresh Redis prefix + PostgreSQL database. */
+export function backend(kind) {
+  if (kind === 'embedded') return [];
+  const name = `tally_t_${randomBytes(8).toString('hex')}`;
+  execFileSync('psql', [ADMIN_DB, '-qc', `CREATE DATABASE ${name}`]);
+  const db = ADMIN_DB.replace(/\/[^/]*$/, `/${name}`);
+  return ['--redis-url', REDIS, '--database-url', db, '--key-prefix', name];
+}
+
+export function tempDir() {
+  return mkdtempSync(join(tmpdir(), 'tally-js-'));
+}
+
+/** Seeds users with `tally users seed`; returns [{id, token}]. */
+export function seed(dataDir, args, count) {
+  const file = join(dataDir, 'tokens.txt');
+  execFileSync(BIN, ['users', 'seed', '--count', String(count), '--data-dir', dataDir, '--tokens-out', file, ...args], {
+    env: baseEnv,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return readFileSync(file, 'utf8').trim().split('\n').map((line) => {
+    const [id, token] = line.split(' ');
+    return { id: Number(id), token };
+  });
+}
+
+/** Starts `tally serve`; resolves with its base URL once it listens. */
+export async function serve(dataDir, args, env = {}) {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...args], {
+    env: { ...baseEnv, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  nodes.push(child);
+  const lines = createInterface({ input: child.stdout });
+  for await (const line of lines) {
+    const m = line.match(/^tally listening on (.*)$/);
+    if (m) return { base: m[1], child };
+  }
+  throw new Error('tally serve exited before listening');
+}
+
+export function stopAll() {
+  for (const child of nodes.splice(0)) child.kill('SIGKILL');
+}
+
+// A 1×1 PNG.
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+export async function createPost(base, token) {
+  const form = new FormData();
+  form.append('image', new Blob([PNG], { type: 'image/png' }), 'p.png');
+  form.append('caption', 'live');
+  const r = await fetch(`${base}/v1/posts`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form });
+  if (r.status !== 201) throw new Error(`upload: ${r.status} ${await r.text()}`);
+  return (await r.json()).id;
+}
+
+export async function like(base, token, post, method = 'PUT') {
+  const r = await fetch(`${base}/v1/posts/${post}/like`, { method, headers: { authorization: `Bearer ${token}` } });
+  if (r.status !== 200) throw new Error(`like: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function pool(items, limit, fn) {
+  const out = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: limit }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  }));
+  return out;
+}
+
+/** Resolves with the first event matching `pred`, or rejects after `ms`. */
+export function waitFor(socket, event, pred, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { socket.off(event, on); reject(new Error(`no matching ${event} in ${ms} ms`)); }, ms);
+    const on = (msg) => { if (pred(msg)) { clearTimeout(timer); socket.off(event, on); resolve(msg); } };
+    socket.on(event, on);
+  });
+}
