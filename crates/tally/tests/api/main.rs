@@ -10,6 +10,7 @@ mod nodes;
 
 mod crash;
 mod likes;
+mod live;
 mod operations;
 mod posts;
 mod production;
