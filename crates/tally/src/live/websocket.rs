@@ -119,7 +119,11 @@ enum ServerMessage {
     responses((status = 101, description = "WebSocket; see docs/LIVE.md for the messages")))]
 pub async fn live(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let hub = state.live.clone();
+    // Small buffers: the messages are tens of bytes, and tungstenite's
+    // 128 KiB default read buffer would cost that much per idle subscriber.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve(socket, hub))
 }
