@@ -538,3 +538,28 @@ async fn a_separate_worker_process_applies_the_backlog() {
     assert_post_consistent(&mut p, post).await;
     assert_eq!(app.all_likers(post).await.len(), 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_returns_to_redis_after_an_outage_without_writes() {
+    let mut redis = ExtraRedis::start();
+    let app = TestApp::spawn_with(Backend::RedisPg, |s| s.redis_url = Some(redis.url())).await;
+    let users = app.seed_users(1).await;
+    let post = app.post(&users[0]).await;
+    redis.kill();
+    // A read notices the outage; no like is written while Redis is down.
+    assert_eq!(app.get_post(None, post).await["likeCount"], 0);
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node stayed on the fallback path"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
+}

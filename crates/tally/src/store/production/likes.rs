@@ -111,6 +111,9 @@ impl RedisLikes {
             .unwrap_or_default();
         let mut redis = self.redis.clone();
         let mut pipe = redis::pipe();
+        // An empty pipeline is an error ("empty command"): send one PING so
+        // a node that changed nothing while Redis was down still returns.
+        pipe.cmd("PING").ignore();
         for &post in &touched {
             pipe.del(self.keys.count(post)).ignore();
             pipe.del(self.keys.likers(post)).ignore();
