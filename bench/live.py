@@ -4,6 +4,7 @@ latency, and pushes delivered per second.
 
     bench/live.py            100,000 WebSocket subscribers over 6 nodes -> bench/results/live.json
     bench/live.py --smoke    200 subscribers on 1 node -> target/bench-smoke/live.json
+    bench/live.py --subscribers 1000   another size -> bench/results/live-1000.json
 
 Open files are capped at 20,000 per process here, so the subscribers are
 spread over several `tally serve` nodes (production backend: one Redis, one
@@ -22,6 +23,8 @@ from like_http import ADMIN_DB, BIN, ENV, REDIS, ROOT, Backend, png, psql, wrk, 
 
 SMOKE = "--smoke" in sys.argv
 SUBSCRIBERS = 200 if SMOKE else 100_000
+if "--subscribers" in sys.argv:
+    SUBSCRIBERS = int(sys.argv[sys.argv.index("--subscribers") + 1])
 PER_NODE = 18_000
 POSTS = 10 if SMOKE else 100
 PHASE_S = 3 if SMOKE else 15
@@ -144,7 +147,8 @@ def main():
     doc = {"benchmark": "live counts: idle WebSocket subscribers, memory, like-to-push latency, pushes/s",
            "command": "bench/live.py" + (" --smoke" if SMOKE else ""),
            "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}, "results": result}
-    (OUT / "live.json").write_text(json.dumps(doc, indent=2))
+    name = "live.json" if SUBSCRIBERS in (100_000, 200) else f"live-{SUBSCRIBERS}.json"
+    (OUT / name).write_text(json.dumps(doc, indent=2))
     print(json.dumps(result, indent=1))
 
 

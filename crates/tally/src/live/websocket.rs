@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use dashmap::DashMap;
 use futures::{SinkExt, StreamExt};
@@ -29,35 +29,41 @@ use crate::state::AppState;
 /// Largest accepted client message.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// A connection's pending pushes: newest count per post.
+/// A connection's pending pushes: the newest message per post, already
+/// serialised (a push to a room is encoded once and shared by reference
+/// count, not once per subscriber).
 #[derive(Default)]
 pub struct Mailbox {
     /// A std mutex: no await while held.
-    pending: Mutex<HashMap<PostId, i64>>,
+    pending: Mutex<HashMap<PostId, Utf8Bytes>>,
     ready: Notify,
 }
 
 impl Mailbox {
-    fn put(&self, msg: LikeCount) {
+    fn put(&self, post: PostId, frame: Utf8Bytes) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(msg.post_id, msg.like_count);
+            pending.insert(post, frame);
         }
         self.ready.notify_one();
     }
 
-    fn take(&self) -> Vec<LikeCount> {
+    fn take(&self) -> Vec<Utf8Bytes> {
         self.pending
             .lock()
-            .map(|mut p| {
-                p.drain()
-                    .map(|(post_id, like_count)| LikeCount {
-                        post_id,
-                        like_count,
-                    })
-                    .collect()
-            })
+            .map(|mut p| p.drain().map(|(_, frame)| frame).collect())
             .unwrap_or_default()
     }
+}
+
+fn encode(msg: &ServerMessage) -> Utf8Bytes {
+    serde_json::to_string(msg).unwrap_or_default().into()
+}
+
+fn like_count_frame(msg: LikeCount) -> Utf8Bytes {
+    encode(&ServerMessage::LikeCount {
+        post_id: msg.post_id,
+        like_count: msg.like_count,
+    })
 }
 
 /// Which WebSocket connections watch which post.
@@ -70,8 +76,9 @@ pub struct Rooms {
 impl Rooms {
     pub(super) fn push(&self, msg: LikeCount) {
         if let Some(room) = self.rooms.get(&msg.post_id) {
+            let frame = like_count_frame(msg);
             for mailbox in room.values() {
-                mailbox.put(msg);
+                mailbox.put(msg.post_id, frame.clone());
             }
         }
     }
@@ -142,11 +149,14 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
         loop {
             tokio::select! {
                 () = writer_mailbox.ready.notified() => {
-                    for msg in writer_mailbox.take() {
-                        let out = ServerMessage::LikeCount { post_id: msg.post_id, like_count: msg.like_count };
-                        if send(&mut tx, &out).await.is_err() {
+                    // Queue every pending frame, then one flush (one write).
+                    for frame in writer_mailbox.take() {
+                        if tx.feed(Message::Text(frame)).await.is_err() {
                             return;
                         }
+                    }
+                    if tx.flush().await.is_err() {
+                        return;
                     }
                 }
                 Some(err) = errors_rx.recv() => {
@@ -184,7 +194,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                         hub.websockets.join(post, conn, &mailbox);
                     }
                     for msg in hub.snapshot(&new).await {
-                        mailbox.put(msg);
+                        mailbox.put(msg.post_id, like_count_frame(msg));
                     }
                     None
                 }
@@ -222,6 +232,5 @@ async fn send(
     tx: &mut futures::stream::SplitSink<WebSocket, Message>,
     msg: &ServerMessage,
 ) -> Result<(), axum::Error> {
-    let text = serde_json::to_string(msg).unwrap_or_default();
-    tx.send(Message::Text(text.into())).await
+    tx.send(Message::Text(encode(msg))).await
 }
