@@ -75,6 +75,9 @@ pub enum Command {
     /// Run only the write-behind (Redis streams → PostgreSQL), without the
     /// API; for deployments that set `sync.in_process = false`.
     Worker,
+    /// Drive load against a running Tally and prove the counts exact at the
+    /// end (see docs/BENCHMARKS.md).
+    Bench(BenchFlags),
     /// Compare Redis with PostgreSQL and report (and with --repair, fix)
     /// drift. Exits 3 when drift was found and not repaired.
     Reconcile(ReconcileFlags),
@@ -136,4 +139,50 @@ impl Cli {
             serve,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFlags {
+    /// Base URL of the Tally to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Preset: 10k, 100k or 1m users (flags given explicitly win).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Tokens file from `tally users seed --tokens-out`; without it the
+    /// command seeds `--users` users itself into the store the global flags
+    /// point at (the server's data dir, or its Redis + PostgreSQL).
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Users to seed when no tokens file is given.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// Posts the run creates and likes.
+    #[arg(long)]
+    pub posts: Option<usize>,
+    /// How long to drive load: 60s, 2m...
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Open loop: requests per second (on a fixed schedule).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Closed loop without --rate: concurrent users; with --rate: most
+    /// requests in flight.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Zipf exponent of post popularity (0: uniform; ~1: a few hot posts).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Operation weights.
+    #[arg(long, default_value = "like=60,unlike=20,toggle=5,feed=10,likers=5")]
+    pub mix: String,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// Where the JSON and HTML reports go.
+    #[arg(long, default_value = "bench/results/loadgen")]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }

@@ -131,8 +131,18 @@ pub fn process(bytes: &[u8], limits: ImageLimits) -> Result<ProcessedImage, Imag
     })
 }
 
-/// Hostile images for tests and tools.
+/// Images for tests and tools.
 pub mod fixtures {
+    /// A valid 8×8 PNG, for load tools that need to create posts.
+    pub fn tiny_png() -> Vec<u8> {
+        let img = image::RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([(x * 32) as u8, (y * 32) as u8, 128])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        let _ = image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png);
+        out.into_inner()
+    }
+
     /// A valid-looking PNG of a few dozen bytes whose header claims
     /// `width`×`height` pixels: a decompression bomb's calling card.
     pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {

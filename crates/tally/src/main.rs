@@ -35,6 +35,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("running the write-behind")?;
         }
+        Command::Bench(flags) => {
+            let report = tally::loadgen::run_from_cli(&settings, &flags)
+                .await
+                .context("running the benchmark")?;
+            if report.consistency.verdict != "exact" {
+                std::process::exit(4);
+            }
+        }
         Command::Reconcile(flags) => {
             let report = startup::reconcile(&settings, flags.repair)
                 .await

@@ -11,6 +11,7 @@ mod nodes;
 mod crash;
 mod likes;
 mod live;
+mod loadgen;
 mod operations;
 mod posts;
 mod production;

@@ -1,0 +1,375 @@
+//! `tally bench`: a load generator for Tally that ends every run by proving
+//! the counts exact.
+//!
+//! Users come from `tally users seed` (tokens minted with the deployment's
+//! key); posts are created by the run itself, so their exact final state is
+//! known. Post popularity follows a Zipf law, so a few posts are hot. Open
+//! loop (`--rate`): requests start on a fixed schedule and latency counts
+//! from the *scheduled* start, so a stalled server shows up as latency
+//! instead of hiding as fewer requests (no coordinated omission); when the
+//! in-flight cap stops a request from starting on time it is counted as
+//! missed, and the run says the target rate was not met. Closed loop
+//! (`--concurrency` without `--rate`): that many users in a loop.
+
+mod from_cli;
+mod ledger;
+pub mod ops;
+mod report;
+mod stats;
+mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use rand_distr::{Distribution, Zipf};
+use reqwest::{Client, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::{PostId, UserId};
+pub use from_cli::run_from_cli;
+pub use ledger::{Ledger, PairState};
+pub use ops::{Mix, Op};
+pub use verify::{Consistency, prove};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to run.
+#[derive(Clone, Serialize)]
+pub struct BenchConfig {
+    pub target: String,
+    #[serde(skip)]
+    pub users: Vec<(UserId, String)>,
+    pub user_count: usize,
+    pub posts: usize,
+    pub duration: Duration,
+    /// Open loop at this many requests per second; `None`: closed loop.
+    pub rate: Option<u32>,
+    /// Closed loop: workers. Open loop: most requests in flight.
+    pub concurrency: usize,
+    pub zipf_exponent: f64,
+    pub mix: Mix,
+    pub timeout: Duration,
+    pub out_dir: PathBuf,
+    #[serde(skip)]
+    pub progress: bool,
+    /// The deployment's stores, to check Redis and PostgreSQL directly.
+    #[serde(skip)]
+    pub production: Option<crate::store::production::Production>,
+}
+
+/// Everything a run measured and proved.
+#[derive(Serialize)]
+pub struct Report {
+    pub config: BenchConfig,
+    pub seconds: f64,
+    pub summary: stats::Summary,
+    pub consistency: Consistency,
+    pub rate_met: Option<bool>,
+}
+
+struct Shared {
+    client: Client,
+    cfg: BenchConfig,
+    posts: Vec<PostId>,
+    zipf: Zipf<f64>,
+    /// A user never has two writes in flight: its last answer is its state.
+    busy: Vec<AtomicBool>,
+    ledger: Ledger,
+    stats: stats::Stats,
+    started: Instant,
+    in_flight: AtomicU64,
+}
+
+/// Runs the load, then proves the counts. Writes JSON and HTML reports.
+pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
+    if cfg.users.is_empty() {
+        return Err(BenchError::Setup(
+            "no users: seed them with `tally users seed --tokens-out`".into(),
+        ));
+    }
+    let client = Client::builder()
+        .timeout(cfg.timeout)
+        .pool_max_idle_per_host(cfg.concurrency.max(16))
+        .build()?;
+    let posts = create_posts(&client, &cfg).await?;
+    let zipf = Zipf::new(posts.len() as f64, cfg.zipf_exponent)
+        .map_err(|e| BenchError::Setup(format!("zipf: {e}")))?;
+    let shared = Arc::new(Shared {
+        busy: (0..cfg.users.len())
+            .map(|_| AtomicBool::new(false))
+            .collect(),
+        client,
+        posts,
+        zipf,
+        ledger: Ledger::default(),
+        stats: stats::Stats::default(),
+        started: Instant::now(),
+        in_flight: AtomicU64::new(0),
+        cfg: cfg.clone(),
+    });
+
+    let bar = progress_bar(&cfg);
+    let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
+    match cfg.rate {
+        Some(rate) => open_loop(&shared, rate).await,
+        None => closed_loop(&shared).await,
+    }
+    while shared.in_flight.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seconds = shared.started.elapsed().as_secs_f64();
+    ticker.abort();
+    bar.finish_and_clear();
+
+    let summary = shared.stats.summary(cfg.duration.as_secs_f64());
+    let rate_met = cfg.rate.map(|_| summary.missed == 0);
+    eprintln!("load done; proving the counts (waits for the write-behind)...");
+    let consistency = verify::prove(
+        &shared.client,
+        &cfg.target,
+        &cfg.users,
+        &shared.posts,
+        &shared.ledger,
+        cfg.production.as_ref(),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let report = Report {
+        config: cfg,
+        seconds,
+        summary,
+        consistency,
+        rate_met,
+    };
+    report::write(&report)?;
+    Ok(report)
+}
+
+fn progress_bar(cfg: &BenchConfig) -> ProgressBar {
+    if !cfg.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(cfg.duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+async fn tick_progress(shared: Arc<Shared>, bar: ProgressBar) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let second = shared.started.elapsed().as_secs() as usize;
+        let (ops, p99) = shared.stats.last_second(second);
+        bar.set_position(second as u64);
+        bar.set_message(format!(
+            "{ops} req/s  p99 {p99:.1} ms  in flight {}",
+            shared.in_flight.load(Ordering::Relaxed)
+        ));
+    }
+}
+
+/// Starts requests on a fixed schedule: by time t, `t × rate` requests.
+async fn open_loop(shared: &Arc<Shared>, rate: u32) {
+    let mut sent: u64 = 0;
+    let per_request = 1.0 / f64::from(rate.max(1));
+    let end = shared.cfg.duration.as_secs_f64();
+    loop {
+        let now = shared.started.elapsed().as_secs_f64();
+        if now >= end {
+            return;
+        }
+        let due = (now / per_request) as u64;
+        while sent < due {
+            let intended = shared.started + Duration::from_secs_f64(sent as f64 * per_request);
+            sent += 1;
+            if shared.in_flight.load(Ordering::Relaxed) >= shared.cfg.concurrency as u64 {
+                shared.stats.missed();
+                continue;
+            }
+            shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                one_request(&shared, intended).await;
+                shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn closed_loop(shared: &Arc<Shared>) {
+    let deadline = shared.started + shared.cfg.duration;
+    let workers: Vec<_> = (0..shared.cfg.concurrency)
+        .map(|_| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                    one_request(&shared, Instant::now()).await;
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// Picks a user without a write in flight (writes), or any user (reads).
+fn pick_user(shared: &Shared, write: bool) -> Option<usize> {
+    let mut rng = rand::rng();
+    for _ in 0..32 {
+        let i = rng.random_range(0..shared.cfg.users.len());
+        if !write || !shared.busy[i].swap(true, Ordering::AcqRel) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+async fn one_request(shared: &Shared, intended: Instant) {
+    let op = shared.cfg.mix.pick(&mut rand::rng());
+    let Some(u) = pick_user(shared, op.writes()) else {
+        shared.stats.missed();
+        return;
+    };
+    let (user, token) = &shared.cfg.users[u];
+    let post = shared.posts
+        [(shared.zipf.sample(&mut rand::rng()) as usize).clamp(1, shared.posts.len()) - 1];
+    let base = &shared.cfg.target;
+    let request = match op {
+        Op::Like => shared.client.put(format!("{base}/v1/posts/{post}/like")),
+        Op::Unlike => shared.client.delete(format!("{base}/v1/posts/{post}/like")),
+        Op::Toggle => shared
+            .client
+            .post(format!("{base}/v1/posts/{post}/like/toggle")),
+        Op::Feed => shared.client.get(format!("{base}/v1/posts?limit=20")),
+        Op::Likers => shared
+            .client
+            .get(format!("{base}/v1/posts/{post}/likers?limit=50")),
+    }
+    .bearer_auth(token);
+    let result = request.send().await;
+    let second = intended.saturating_duration_since(shared.started).as_secs() as usize;
+    match result {
+        Ok(r) if r.status() == StatusCode::OK => {
+            let body = r.json::<Value>().await;
+            shared.stats.record(op, second, intended.elapsed());
+            if op.writes() {
+                match body.ok().and_then(|b| b["liked"].as_bool()) {
+                    Some(liked) => shared.ledger.answered(*user, post, liked),
+                    None => shared.ledger.unknown(*user, post),
+                }
+            }
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let code = r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            shared.stats.error(op, &format!("{status} {code}"));
+            // A 4xx was refused before any change; a 5xx may have landed.
+            if op.writes() && status >= 500 {
+                shared.ledger.unknown(*user, post);
+            }
+        }
+        Err(err) => {
+            shared.stats.error(
+                op,
+                if err.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                },
+            );
+            if op.writes() {
+                shared.ledger.unknown(*user, post);
+            }
+        }
+    }
+    if op.writes() {
+        shared.busy[u].store(false, Ordering::Release);
+    }
+}
+
+async fn create_posts(client: &Client, cfg: &BenchConfig) -> Result<Vec<PostId>, BenchError> {
+    let token = &cfg.users[0].1;
+    let image = crate::images::fixtures::tiny_png();
+    let mut posts = Vec::with_capacity(cfg.posts);
+    for i in 0..cfg.posts {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(image.clone()).file_name("bench.png"),
+            )
+            .text("caption", format!("bench post {i}"));
+        let r = client
+            .post(format!("{}/v1/posts", cfg.target))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await?;
+        if r.status() != StatusCode::CREATED {
+            return Err(BenchError::Setup(format!(
+                "creating a post: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            )));
+        }
+        let id = r.json::<Value>().await?["id"]
+            .as_i64()
+            .ok_or_else(|| BenchError::Setup("post without id".into()))?;
+        posts.push(id);
+    }
+    Ok(posts)
+}
+
+/// Parses `60s`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("60s").unwrap().as_secs(), 60);
+        assert_eq!(super::parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(super::parse_duration("5").unwrap().as_secs(), 5);
+        assert!(super::parse_duration("5x").is_err());
+    }
+}
