@@ -115,6 +115,9 @@ impl From<StoreError> for ApiError {
             StoreError::PostNotFound(id) => Self::NotFound(format!("post {id} not found")),
             StoreError::UsernameTaken => Self::UsernameTaken,
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::Database(
+                e @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)),
+            ) => Self::Unavailable(format!("database unavailable: {e}")),
             StoreError::Database(e) => Self::Internal(e.into()),
             StoreError::Internal(e) => Self::Internal(e),
         }

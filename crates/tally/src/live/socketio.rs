@@ -97,13 +97,16 @@ async fn on_subscribe(
             );
             return;
         }
+        // Joined and watched under the lock: socketioxide runs handlers
+        // concurrently, and an unsubscribe or disconnect in between would
+        // otherwise leave a room or a watch behind.
         set.extend(&new);
+        for &post in &new {
+            socket.join(room(post));
+            hub.watch(post);
+        }
         new
     };
-    for &post in &new {
-        socket.join(room(post));
-        hub.watch(post);
-    }
     for msg in hub.snapshot(&new).await {
         let _ = socket.emit("likeCount", &msg);
     }
@@ -121,15 +124,18 @@ async fn on_unsubscribe(
         let Ok(mut set) = watched.0.lock() else {
             return;
         };
-        ids.into_vec()
+        let gone: Vec<PostId> = ids
+            .into_vec()
             .into_iter()
             .filter(|p| set.remove(p))
-            .collect()
+            .collect();
+        for &post in &gone {
+            socket.leave(room(post));
+            hub.unwatch(post);
+        }
+        gone
     };
-    for post in gone {
-        socket.leave(room(post));
-        hub.unwatch(post);
-    }
+    let _ = gone;
 }
 
 async fn on_disconnect(socket: SocketRef, State(hub): State<Arc<LiveHub>>) {

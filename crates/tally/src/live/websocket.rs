@@ -178,9 +178,12 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
         let parsed: Result<ClientMessage, _> = serde_json::from_str(&text);
         let reply = match parsed {
             Ok(ClientMessage::Subscribe { post_ids }) => {
+                // Deduplicated: a repeated id must not be watched twice.
                 let new: Vec<PostId> = post_ids
                     .into_iter()
                     .filter(|p| !watched.contains(p))
+                    .collect::<HashSet<_>>()
+                    .into_iter()
                     .collect();
                 if watched.len() + new.len() > MAX_SUBSCRIPTIONS {
                     Some(ServerMessage::Error {

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
+use crate::store::Health as LikesHealth;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -19,7 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready` or `degraded`.
+    /// `ok` (liveness), `ready`, `degraded` (serving on a weaker path) or
+    /// `down` (503).
     status: &'static str,
     /// What is degraded, if anything.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -40,16 +42,26 @@ async fn healthz() -> axum::Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let mut problems = Vec::new();
+    let mut down = false;
     if let Err(err) = state.catalog.ping().await {
         problems.push(format!("catalog: {err}"));
+        down = true;
     }
-    if let Err(err) = state.likes.health().await {
-        problems.push(err);
+    match state.likes.health().await {
+        LikesHealth::Ready => {}
+        LikesHealth::Degraded(why) => problems.push(why),
+        LikesHealth::Down(why) => {
+            problems.push(why);
+            down = true;
+        }
     }
-    let status = if problems.is_empty() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    // Degraded but serving stays 200: in a Redis outage every node is
+    // degraded, and a load balancer dropping them all would take the
+    // service down instead of letting it run on PostgreSQL.
+    let status = match (down, problems.is_empty()) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        (false, false) => (StatusCode::OK, "degraded"),
+        (false, true) => (StatusCode::OK, "ready"),
     };
     (
         status.0,

@@ -121,6 +121,17 @@ pub struct SeededUsers {
     pub count: u64,
 }
 
+/// What `/readyz` reports about the like path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// Serving, but on a slower or weaker path (e.g. Redis unreachable):
+    /// keep routing traffic here.
+    Degraded(String),
+    /// Cannot acknowledge likes.
+    Down(String),
+}
+
 /// Storage failures, split into what callers handle and what they report.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -202,8 +213,8 @@ pub trait Likes: Send + Sync + 'static {
         viewer: Option<UserId>,
     ) -> Result<Vec<LikeState>, StoreError>;
 
-    /// Health of the like path, for `/readyz`: `Err` says what is degraded.
-    async fn health(&self) -> Result<(), String>;
+    /// Health of the like path, for `/readyz`.
+    async fn health(&self) -> Health;
 
     /// Stops accepting work and waits until everything accepted is durable.
     async fn shutdown(&self);

@@ -319,12 +319,20 @@ async fn redis_killed_the_service_stays_up_through_postgres() {
     load.wait_answers(500).await;
     redis.kill();
     load.wait_answers(500).await;
+    // Degraded but serving: still 200, so load balancers keep it.
     let ready = app.get("/readyz").await;
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(ready.text().await.expect("body").contains("redis"));
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["status"], "degraded");
+    assert!(
+        ready["problems"][0]
+            .as_str()
+            .expect("problem")
+            .contains("redis")
+    );
     redis.restart(); // empty: no persistence
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while app.get("/readyz").await.status() != StatusCode::OK {
+    while readiness(&app).await != "ready" {
         assert!(
             std::time::Instant::now() < deadline,
             "node did not return to the fast path"
@@ -548,13 +556,10 @@ async fn a_node_returns_to_redis_after_an_outage_without_writes() {
     redis.kill();
     // A read notices the outage; no like is written while Redis is down.
     assert_eq!(app.get_post(None, post).await["likeCount"], 0);
-    assert_eq!(
-        app.get("/readyz").await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(readiness(&app).await, "degraded");
     redis.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.get("/readyz").await.status() != StatusCode::OK {
+    while readiness(&app).await != "ready" {
         assert!(
             std::time::Instant::now() < deadline,
             "node stayed on the fallback path"
@@ -562,4 +567,12 @@ async fn a_node_returns_to_redis_after_an_outage_without_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
+}
+
+/// `/readyz`'s status: ready, degraded or down.
+async fn readiness(app: &TestApp) -> String {
+    app.get_json("/readyz").await["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

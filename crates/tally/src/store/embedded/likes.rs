@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use super::catalog::now_ms;
 use super::writer::{Change, Writer};
 use crate::domain::{PostId, UserId};
-use crate::store::{LikeOp, LikeOutcome, LikeState, Likes, StoreError};
+use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError};
 
 /// Tuning of the embedded like path.
 #[derive(Debug, Clone)]
@@ -110,18 +110,36 @@ impl EmbeddedLikes {
 
     /// The post's cell, loading it from SQLite on first touch.
     async fn cell(&self, post: PostId) -> Result<Arc<PostCell>, StoreError> {
-        let cell = self.cells.entry(post).or_default().clone();
-        let loaded = cell
-            .state
-            .get_or_try_init(|| load_post(&self.pool, post))
-            .await;
-        match loaded {
-            Ok(_) => Ok(cell),
-            Err(err) => {
-                // Do not keep cells for posts that do not exist: random ids
-                // would otherwise grow the map without bound.
-                self.cells.remove_if(&post, |_, c| c.state.get().is_none());
-                Err(err)
+        loop {
+            let cell = self.cells.entry(post).or_default().clone();
+            let loaded = cell
+                .state
+                .get_or_try_init(|| load_post(&self.pool, post))
+                .await;
+            match loaded {
+                // Still the post's cell? A concurrent failed load may have
+                // removed it while this caller's load ran; then start over,
+                // so that no two cells of one post are ever in use.
+                Ok(_)
+                    if self
+                        .cells
+                        .get(&post)
+                        .is_some_and(|c| Arc::ptr_eq(&c, &cell)) =>
+                {
+                    return Ok(cell);
+                }
+                Ok(_) => continue,
+                Err(err) => {
+                    // Do not keep cells for posts that do not exist: random
+                    // ids would otherwise grow the map without bound. Other
+                    // errors keep the (empty) cell; the next call retries.
+                    if matches!(err, StoreError::PostNotFound(_)) {
+                        self.cells.remove_if(&post, |_, c| {
+                            Arc::ptr_eq(c, &cell) && c.state.get().is_none()
+                        });
+                    }
+                    return Err(err);
+                }
             }
         }
     }
@@ -258,10 +276,10 @@ impl Likes for EmbeddedLikes {
         Ok(out)
     }
 
-    async fn health(&self) -> Result<(), String> {
+    async fn health(&self) -> Health {
         match self.writer_error.borrow().as_ref() {
-            Some(err) => Err(format!("embedded store cannot commit: {err}")),
-            None => Ok(()),
+            Some(err) => Health::Down(format!("embedded store cannot commit: {err}")),
+            None => Health::Ready,
         }
     }
 

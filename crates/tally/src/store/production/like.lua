@@ -7,7 +7,11 @@ local want
 if ARGV[2] == 'like' then want = 1
 elseif ARGV[2] == 'unlike' then want = 0
 else want = 1 - member end
-if want == member then return {0, tonumber(n), member, 0} end
+if want == member then
+  -- Nothing changed: return the partition's latest version, so a strict
+  -- caller can wait until what it repeats is durable.
+  return {0, tonumber(n), member, tonumber(redis.call('GET', KEYS[4]) or '0')}
+end
 local count
 if want == 1 then
   redis.call('SADD', KEYS[2], ARGV[1])

@@ -16,7 +16,7 @@ use super::pg;
 use super::scripts;
 use crate::domain::{PostId, UserId};
 use crate::store::embedded::now_ms;
-use crate::store::{LikeOp, LikeOutcome, LikeState, Likes, StoreError};
+use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError};
 
 /// When an acknowledgement may be sent.
 #[derive(
@@ -55,7 +55,10 @@ pub struct RedisLikes {
 }
 
 fn is_unreachable(err: &redis::RedisError) -> bool {
-    err.is_io_error()
+    matches!(
+        err.code(),
+        Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
+    ) || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
@@ -136,6 +139,16 @@ impl RedisLikes {
     /// first and discards the rest.
     async fn load(&self, post: PostId) -> Result<(), StoreError> {
         let started = Instant::now();
+        // PostgreSQL must hold every event of the partition handed out so
+        // far (an unloaded post gets no new ones: the script refuses it),
+        // or the state loaded would miss events still in the stream.
+        let partition = self.keys.partition(post);
+        let seq: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.seq(partition))
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        self.wait_applied(post, seq.unwrap_or(0)).await?;
         let users = pg::likers_of(&self.pg, post)
             .await?
             .ok_or(StoreError::PostNotFound(post))?;
@@ -203,7 +216,7 @@ impl RedisLikes {
             liked: liked == 1,
             count,
             changed: status == 1,
-            version,
+            version: if status == 1 { version } else { 0 },
         };
         Ok(Some((outcome, version)))
     }
@@ -211,6 +224,9 @@ impl RedisLikes {
     /// Strict mode: waits until the write-behind committed `version` of the
     /// post's partition to PostgreSQL.
     async fn wait_applied(&self, post: PostId, version: i64) -> Result<(), StoreError> {
+        if version <= 0 {
+            return Ok(());
+        }
         let key = self.keys.applied(self.keys.partition(post));
         let mut redis = self.redis.clone();
         let deadline = Instant::now() + self.ack_timeout;
@@ -240,12 +256,12 @@ impl RedisLikes {
         user: UserId,
         op: LikeOp,
     ) -> Result<LikeOutcome, StoreError> {
-        let outcome = pg::apply_direct(&self.pg, post, user, op, now_ms()).await?;
-        if outcome.changed
-            && let Ok(mut touched) = self.touched_while_down.lock()
-        {
+        // Marked before the write: a request cancelled after its commit
+        // must still have the post's Redis state dropped on recovery.
+        if let Ok(mut touched) = self.touched_while_down.lock() {
             touched.insert(post);
         }
+        let outcome = pg::apply_direct(&self.pg, post, user, op, now_ms()).await?;
         metrics::counter!("tally_fallback_likes_total").increment(1);
         Ok(outcome)
     }
@@ -274,7 +290,9 @@ impl Likes for RedisLikes {
                 Ok(None) => break,
                 Ok(Some((outcome, version))) => {
                     metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => if outcome.changed { "true" } else { "false" }).increment(1);
-                    if outcome.changed && self.durability == Durability::Strict {
+                    // Strict: also a repeat waits, for the change it repeats
+                    // (`version` is then the partition's latest).
+                    if self.durability == Durability::Strict {
                         self.wait_applied(post, version).await?;
                     }
                     return Ok(outcome);
@@ -364,11 +382,11 @@ impl Likes for RedisLikes {
         )))
     }
 
-    async fn health(&self) -> Result<(), String> {
+    async fn health(&self) -> Health {
         if self.is_redis_down() {
-            return Err("redis unreachable: serving likes from PostgreSQL (degraded)".into());
+            return Health::Degraded("redis unreachable: serving likes from PostgreSQL".into());
         }
-        Ok(())
+        Health::Ready
     }
 
     async fn shutdown(&self) {}

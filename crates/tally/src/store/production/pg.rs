@@ -55,6 +55,17 @@ pub async fn apply_events(pool: &PgPool, events: &[LikeEvent]) -> Result<u64, sq
         ats.push(e.at_ms);
     }
     let mut tx = pool.begin().await?;
+    // 0. Lock the posts, in id order: every writer of a post's likes (this
+    //    batch, the Redis-down path, a repair) takes the post row first, so
+    //    they serialise per post and never deadlock, and no one computes a
+    //    count delta against a row another has inserted but not committed.
+    let mut post_ids: Vec<PostId> = posts.clone();
+    post_ids.sort_unstable();
+    post_ids.dedup();
+    sqlx::query("SELECT id FROM posts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&post_ids)
+        .execute(&mut *tx)
+        .await?;
     // 1. Lock the rows and read their state before the batch. (A separate
     //    statement: within one statement, a CTE's FOR UPDATE skips rows the
     //    same statement's INSERT … ON CONFLICT already updated.)
@@ -144,6 +155,25 @@ pub async fn apply_direct(
             .await?
             .unwrap_or(false);
     let now = op.apply(was);
+    // The row is written even when nothing changed: its new version (the
+    // PostgreSQL clock in µs, ahead of every version Redis handed out before
+    // it went down) makes stream events still in flight from before the
+    // outage older than this answer, so they cannot undo it when they land.
+    sqlx::query(
+        "INSERT INTO likes (post_id, user_id, liked, version, liked_at) \
+         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, $4) \
+         ON CONFLICT (post_id, user_id) DO UPDATE \
+           SET liked = excluded.liked, \
+               version = GREATEST(likes.version + 1, excluded.version), \
+               liked_at = CASE WHEN excluded.liked AND NOT likes.liked \
+                               THEN excluded.liked_at ELSE likes.liked_at END",
+    )
+    .bind(post)
+    .bind(user)
+    .bind(now)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
     if now == was {
         tx.commit().await?;
         return Ok(LikeOutcome {
@@ -153,22 +183,6 @@ pub async fn apply_direct(
             version: 0,
         });
     }
-    // The version is PostgreSQL's clock in µs: ahead of the versions Redis
-    // handed out before it went down, behind those it hands out after.
-    sqlx::query(
-        "INSERT INTO likes (post_id, user_id, liked, version, liked_at) \
-         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, $4) \
-         ON CONFLICT (post_id, user_id) DO UPDATE \
-           SET liked = excluded.liked, \
-               version = GREATEST(likes.version + 1, excluded.version), \
-               liked_at = CASE WHEN excluded.liked THEN excluded.liked_at ELSE likes.liked_at END",
-    )
-    .bind(post)
-    .bind(user)
-    .bind(now)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?;
     let count: i64 = sqlx::query_scalar(
         "UPDATE posts SET like_count = like_count + $2 WHERE id = $1 RETURNING like_count",
     )

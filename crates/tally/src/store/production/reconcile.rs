@@ -105,10 +105,7 @@ pub async fn reconcile(
                     pg_likers.len()
                 ));
                 if repair {
-                    sqlx::query("UPDATE posts SET like_count = (SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked) WHERE id = $1")
-                        .bind(post)
-                        .execute(pg)
-                        .await?;
+                    repair_count(pg, post).await?;
                     report.repaired += 1;
                 }
             }
@@ -240,4 +237,20 @@ async fn replace(
         .invoke_async(redis)
         .await?;
     Ok(replaced == 1)
+}
+
+/// Sets a post's count from its rows. The post row is locked first (as every
+/// writer of its likes does), so the count cannot miss a concurrent change.
+async fn repair_count(pg: &PgPool, post: i64) -> Result<(), ReconcileError> {
+    let mut tx = pg.begin().await?;
+    sqlx::query("SELECT id FROM posts WHERE id = $1 FOR UPDATE")
+        .bind(post)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE posts SET like_count = (SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked) WHERE id = $1")
+        .bind(post)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -390,6 +390,7 @@ impl SyncWorker {
             }
         }
         let _ = trim.query_async::<()>(&mut self.redis).await;
+        self.claim_orphans(&partitions).await;
         metrics::gauge!("tally_sync_backlog_events").set(backlog as f64);
         // After the trim, the first entry of a stream is its oldest
         // unapplied event.
@@ -413,6 +414,44 @@ impl SyncWorker {
             .min();
         let lag = oldest_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64 / 1000.0);
         metrics::gauge!("tally_sync_lag_seconds").set(lag);
+    }
+}
+
+impl SyncWorker {
+    /// Takes over entries that another consumer read and left unacknowledged
+    /// for longer than a lease: a worker that lost its lease while stalled
+    /// (no fencing) and then died would otherwise strand them.
+    async fn claim_orphans(&mut self, partitions: &[u32]) {
+        let mut pipe = redis::pipe();
+        for p in partitions {
+            pipe.cmd("XAUTOCLAIM")
+                .arg(self.keys.stream(*p))
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg(self.settings.lease_ttl_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID");
+        }
+        let Ok(replies) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
+            return;
+        };
+        for (p, reply) in partitions.iter().zip(replies) {
+            let claimed = match reply {
+                Value::Array(parts) => {
+                    matches!(parts.get(1), Some(Value::Array(ids)) if !ids.is_empty())
+                }
+                _ => false,
+            };
+            if claimed && let Some(owned) = self.owned.get_mut(p) {
+                tracing::warn!(
+                    partition = p,
+                    "claimed entries another worker left unacknowledged"
+                );
+                owned.recover = true;
+            }
+        }
     }
 }
 
