@@ -182,6 +182,10 @@ pub struct BenchFlags {
     /// Where the JSON and HTML reports go.
     #[arg(long, default_value = "bench/results/loadgen")]
     pub out: PathBuf,
+    /// Live WebSocket subscribers on the hottest posts, plus a probe that
+    /// measures like-to-push latency (one process holds < 20,000).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -55,6 +55,7 @@ pub async fn run_from_cli(
         timeout: parse_duration(&flags.timeout).map_err(BenchError::Setup)?,
         out_dir: flags.out.clone(),
         progress: !flags.quiet,
+        subscribers: flags.subscribers,
         production: crate::startup::connect_production(settings)
             .await
             .map_err(|e| BenchError::Setup(e.to_string()))?,

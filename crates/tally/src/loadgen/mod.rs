@@ -13,6 +13,7 @@
 
 mod from_cli;
 mod ledger;
+mod live;
 pub mod ops;
 mod report;
 mod stats;
@@ -65,6 +66,8 @@ pub struct BenchConfig {
     pub out_dir: PathBuf,
     #[serde(skip)]
     pub progress: bool,
+    /// Live WebSocket subscribers on the hottest posts (0: none).
+    pub subscribers: usize,
     /// The deployment's stores, to check Redis and PostgreSQL directly.
     #[serde(skip)]
     pub production: Option<crate::store::production::Production>,
@@ -78,6 +81,7 @@ pub struct Report {
     pub summary: stats::Summary,
     pub consistency: Consistency,
     pub rate_met: Option<bool>,
+    pub live: Option<live::LiveSummary>,
 }
 
 struct Shared {
@@ -121,6 +125,32 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         cfg: cfg.clone(),
     });
 
+    let live = if cfg.subscribers > 0 {
+        // The hottest posts under Zipf are the first ones; the probe gets a
+        // post of its own that the load never touches.
+        let probe_post = create_posts(
+            &shared.client,
+            &BenchConfig {
+                posts: 1,
+                ..cfg.clone()
+            },
+        )
+        .await?[0];
+        let hot = &shared.posts[..shared.posts.len().min(10)];
+        Some(
+            live::Live::start(
+                &shared.client,
+                &cfg.target,
+                cfg.subscribers,
+                hot,
+                &cfg.users[0].1,
+                probe_post,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     let bar = progress_bar(&cfg);
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
     match cfg.rate {
@@ -131,6 +161,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seconds = shared.started.elapsed().as_secs_f64();
+    let live = live.map(live::Live::stop);
     ticker.abort();
     bar.finish_and_clear();
 
@@ -153,6 +184,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         summary,
         consistency,
         rate_met,
+        live,
     };
     report::write(&report)?;
     Ok(report)

@@ -53,6 +53,18 @@ pub fn table(report: &Report) -> String {
             }
         );
     }
+    if let Some(l) = &report.live {
+        let _ = writeln!(
+            out,
+            "live: {} subscribers, {} pushes ({:.0}/s), like-to-push p50 {:.2} ms p99 {:.2} ms ({} samples)",
+            l.subscribers_connected,
+            l.pushes_received,
+            l.pushes_per_sec,
+            l.like_to_push_p50_ms,
+            l.like_to_push_p99_ms,
+            l.like_to_push_samples
+        );
+    }
     let c = &report.consistency;
     let _ = writeln!(
         out,

@@ -36,6 +36,7 @@ async fn bench_run_proves_the_counts_exact(backend: Backend) {
         timeout: Duration::from_secs(10),
         out_dir: out.path().to_path_buf(),
         progress: false,
+        subscribers: 20,
         production,
     })
     .await
