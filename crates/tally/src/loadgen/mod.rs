@@ -109,6 +109,34 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         .pool_max_idle_per_host(cfg.concurrency.max(16))
         .build()?;
     let posts = create_posts(&client, &cfg).await?;
+    // Subscribers connect before the clock starts: the schedule of the open
+    // loop must not count their setup as request latency.
+    let live = if cfg.subscribers > 0 {
+        // The hottest posts under Zipf are the first ones; the probe gets a
+        // post of its own that the load never touches.
+        let probe_post = create_posts(
+            &client,
+            &BenchConfig {
+                posts: 1,
+                ..cfg.clone()
+            },
+        )
+        .await?[0];
+        let hot = &posts[..posts.len().min(10)];
+        Some(
+            live::Live::start(
+                &client,
+                &cfg.target,
+                cfg.subscribers,
+                hot,
+                &cfg.users[0].1,
+                probe_post,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     let zipf = Zipf::new(posts.len() as f64, cfg.zipf_exponent)
         .map_err(|e| BenchError::Setup(format!("zipf: {e}")))?;
     let shared = Arc::new(Shared {
@@ -125,32 +153,6 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         cfg: cfg.clone(),
     });
 
-    let live = if cfg.subscribers > 0 {
-        // The hottest posts under Zipf are the first ones; the probe gets a
-        // post of its own that the load never touches.
-        let probe_post = create_posts(
-            &shared.client,
-            &BenchConfig {
-                posts: 1,
-                ..cfg.clone()
-            },
-        )
-        .await?[0];
-        let hot = &shared.posts[..shared.posts.len().min(10)];
-        Some(
-            live::Live::start(
-                &shared.client,
-                &cfg.target,
-                cfg.subscribers,
-                hot,
-                &cfg.users[0].1,
-                probe_post,
-            )
-            .await,
-        )
-    } else {
-        None
-    };
     let bar = progress_bar(&cfg);
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
     match cfg.rate {
