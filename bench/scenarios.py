@@ -10,7 +10,7 @@ Every run gets a fresh server, database and key prefix; `tally bench` seeds its
 users itself (`tally users seed` path, no password hashing). Memory: peak RSS of
 tally, and RSS of Redis and PostgreSQL (all backends' processes) at the end.
 """
-import json, os, re, statistics, subprocess, sys, threading, time
+import json, os, re, statistics, subprocess, sys, threading, time, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +37,20 @@ def rss_mb(pids):
     return round(total / 1024, 1)
 
 
+def pss_mb(pids):
+    """Proportional set size: shared memory (PostgreSQL's buffers) split among
+    the processes that map it, so a sum over processes counts it once."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
+
+
 def pids(name):
     return [int(p) for p in subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split()]
 
@@ -51,11 +65,19 @@ def one_run(kind, scenario_args, work):
     node = Backend(f"{kind}-{suffix}", work, args)
     try:
         node.serve()
-        peak, stop = [0.0], threading.Event()
+        peak, lags, stop = [0.0], [], threading.Event()
 
         def sample():
             while not stop.is_set():
                 peak[0] = max(peak[0], rss_mb([node.proc.pid]))
+                if kind == "redis_pg":
+                    try:
+                        text = urllib.request.urlopen(f"{node.base}/metrics", timeout=5).read().decode()
+                        m = re.search(r"^tally_sync_lag_seconds (\S+)$", text, re.M)
+                        if m:
+                            lags.append(float(m.group(1)))
+                    except OSError:
+                        pass
                 stop.wait(0.5)
 
         t = threading.Thread(target=sample)
@@ -85,7 +107,9 @@ def one_run(kind, scenario_args, work):
         }
         if kind == "redis_pg":
             row["redis_rss_mb"] = rss_mb(pids("redis-server"))
-            row["postgres_rss_mb"] = rss_mb(pids("postgres"))
+            row["postgres_pss_mb"] = pss_mb(pids("postgres"))
+            row["sync_lag_median_s"] = statistics.median(lags) if lags else None
+            row["sync_lag_max_s"] = max(lags) if lags else None
         return row
     finally:
         node.stop()
