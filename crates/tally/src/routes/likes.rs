@@ -28,6 +28,10 @@ async fn apply(
 ) -> Result<axum::Json<LikeView>, ApiError> {
     state.limits.check_user_write(user.id)?;
     let outcome = state.likes.apply(post, user.id, op).await?;
+    // Counted here, once for every backend and path (fallback included).
+    let changed = if outcome.changed { "true" } else { "false" };
+    metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => changed)
+        .increment(1);
     if outcome.changed && state.live_local {
         state.live.update(post, outcome.count, outcome.version);
     }

@@ -16,6 +16,16 @@ use async_trait::async_trait;
 
 use crate::domain::{PostId, UserId, Username};
 
+/// A password hash no password verifies against: seeded users log in with
+/// minted tokens only.
+pub const NO_LOGIN_HASH: &str = "!seeded";
+
+/// Milliseconds since the Unix epoch: how every store records time.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// A like operation on one (post, user) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LikeOp {

@@ -8,10 +8,7 @@ use crate::domain::{PostId, Username};
 use crate::store::{
     Catalog, Liker, LikerCursor, NewPost, PostRecord, SeededUsers, StoreError, User,
 };
-
-/// A password hash no password verifies against: seeded users log in with
-/// minted tokens only.
-pub const NO_LOGIN_HASH: &str = "!seeded";
+use crate::store::{NO_LOGIN_HASH, now_ms};
 
 /// The SQLite implementation of [`Catalog`].
 #[derive(Clone)]
@@ -23,11 +20,6 @@ impl SqliteCatalog {
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
     }
-}
-
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// A post query: the columns [`post_from_row`] reads, then `$tail`.

@@ -22,9 +22,9 @@ use sqlx::SqlitePool;
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::catalog::now_ms;
 use super::writer::{Change, Writer};
 use crate::domain::{PostId, UserId};
+use crate::store::now_ms;
 use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError};
 
 /// Tuning of the embedded like path.
@@ -239,8 +239,6 @@ impl Likes for EmbeddedLikes {
             };
             (outcome, likes.last_seq)
         };
-        metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => if outcome.changed { "true" } else { "false" })
-            .increment(1);
         self.durable(wait_for).await?;
         Ok(outcome)
     }

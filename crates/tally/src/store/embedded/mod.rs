@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
-pub use catalog::{NO_LOGIN_HASH, SqliteCatalog, now_ms};
+pub use catalog::SqliteCatalog;
 pub use likes::{EmbeddedLikes, LikesConfig};
 
 use super::StoreError;

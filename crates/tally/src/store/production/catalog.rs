@@ -10,7 +10,7 @@ use crate::store::{
     Catalog, Liker, LikerCursor, NewPost, PostRecord, SeededUsers, StoreError, User,
 };
 
-use crate::store::embedded::{NO_LOGIN_HASH, now_ms};
+use crate::store::{NO_LOGIN_HASH, now_ms};
 
 /// The PostgreSQL implementation of [`Catalog`].
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use super::keys::Keys;
 use super::pg;
 use super::scripts;
 use crate::domain::{PostId, UserId};
-use crate::store::embedded::now_ms;
+use crate::store::now_ms;
 use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError};
 
 /// When an acknowledgement may be sent.
@@ -152,26 +152,15 @@ impl RedisLikes {
         let users = pg::likers_of(&self.pg, post)
             .await?
             .ok_or(StoreError::PostNotFound(post))?;
-        let scratch = self.keys.loading(post, rand::random());
-        let mut redis = self.redis.clone();
-        for chunk in users.chunks(10_000) {
-            redis::pipe()
-                .sadd(&scratch, chunk)
-                .ignore()
-                .pexpire(&scratch, 60_000)
-                .ignore()
-                .query_async::<()>(&mut redis)
-                .await
-                .map_err(|e| self.redis_error(e))?;
-        }
-        scripts::INSTALL
-            .key(self.keys.count(post))
-            .key(self.keys.likers(post))
-            .key(&scratch)
-            .arg(users.len())
-            .invoke_async::<i64>(&mut redis)
-            .await
-            .map_err(|e| self.redis_error(e))?;
+        scripts::install_likers(
+            &mut self.redis.clone(),
+            &self.keys,
+            post,
+            &users,
+            scripts::InstallIf::NotLoaded,
+        )
+        .await
+        .map_err(|e| self.redis_error(e))?;
         metrics::histogram!("tally_cold_load_seconds").record(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -289,7 +278,6 @@ impl Likes for RedisLikes {
                 Ok(None) if attempt < 2 => self.load(post).await?,
                 Ok(None) => break,
                 Ok(Some((outcome, version))) => {
-                    metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => if outcome.changed { "true" } else { "false" }).increment(1);
                     // Strict: also a repeat waits, for the change it repeats
                     // (`version` is then the partition's latest).
                     if self.durability == Durability::Strict {

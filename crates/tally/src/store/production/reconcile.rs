@@ -215,28 +215,11 @@ async fn replace(
     likers: &BTreeSet<i64>,
     seq: i64,
 ) -> Result<bool, ReconcileError> {
-    let scratch = keys.loading(post, rand::random());
     let members: Vec<i64> = likers.iter().copied().collect();
-    for chunk in members.chunks(10_000) {
-        redis::pipe()
-            .sadd(&scratch, chunk)
-            .ignore()
-            .pexpire(&scratch, 60_000)
-            .ignore()
-            .query_async::<()>(redis)
-            .await?;
-    }
-    let p = keys.partition(post);
-    let replaced: i64 = scripts::REPLACE
-        .key(keys.count(post))
-        .key(keys.likers(post))
-        .key(&scratch)
-        .key(keys.seq(p))
-        .arg(members.len())
-        .arg(seq.to_string())
-        .invoke_async(redis)
-        .await?;
-    Ok(replaced == 1)
+    Ok(
+        scripts::install_likers(redis, keys, post, &members, scripts::InstallIf::SeqIs(seq))
+            .await?,
+    )
 }
 
 /// Sets a post's count from its rows. The post row is locked first (as every

@@ -20,15 +20,25 @@ use redis::Script;
 /// version is newer than the row's, so order and replays cannot matter.
 pub static LIKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("like.lua")));
 
-/// Installs a post's state loaded from PostgreSQL, unless someone else did
-/// first (two loaders never both install: the count key decides).
+/// Swaps a post's likers set (built beforehand in a scratch key) and
+/// count in. Used by lazy loads, which install only if the post is not
+/// loaded (so of two concurrent loaders the first wins), and by repairs,
+/// which install only if no like happened in the partition since the state
+/// was read (so a repair never overwrites a newer like).
 ///
-/// KEYS: count, likers, scratch set (filled beforehand; may not exist when
-/// the post has no likes). ARGV: count. Returns 1 if installed.
-pub static INSTALL: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: count, likers, scratch (may not exist: no likes), seq. ARGV: count,
+/// condition (`""`: only if not loaded; else the expected seq).
+/// Returns 1 if installed.
+static INSTALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local ok
+if ARGV[2] == '' then
+  ok = redis.call('EXISTS', KEYS[1]) == 0
+else
+  ok = (redis.call('GET', KEYS[4]) or '0') == ARGV[2]
+end
+if not ok then
   redis.call('DEL', KEYS[3])
   return 0
 end
@@ -43,29 +53,50 @@ return 1
     )
 });
 
-/// Replaces a post's state with one rebuilt from PostgreSQL, but only if
-/// no like happened since the state was read (the partition's seq is still
-/// what it was), so a repair never overwrites a newer like.
-///
-/// KEYS: count, likers, scratch, seq. ARGV: count, expected seq.
-/// Returns 1 if replaced, 0 if the partition moved on.
-pub static REPLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[2] then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('RENAME', KEYS[3], KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-",
-    )
-});
+/// When [`install_likers`] may swap a post's state in.
+#[derive(Debug, Clone, Copy)]
+pub enum InstallIf {
+    /// The post is not loaded (lazy load).
+    NotLoaded,
+    /// The partition's seq is still this (repair).
+    SeqIs(i64),
+}
+
+/// Builds `likers` in a scratch set (in chunks, so a post with millions of
+/// likes does not make one huge command) and swaps it in under `condition`.
+/// Returns whether it was installed.
+pub async fn install_likers(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &super::Keys,
+    post: i64,
+    likers: &[i64],
+    condition: InstallIf,
+) -> redis::RedisResult<bool> {
+    let scratch = keys.loading(post, rand::random());
+    for chunk in likers.chunks(10_000) {
+        redis::pipe()
+            .sadd(&scratch, chunk)
+            .ignore()
+            .pexpire(&scratch, 60_000)
+            .ignore()
+            .query_async::<()>(redis)
+            .await?;
+    }
+    let condition = match condition {
+        InstallIf::NotLoaded => String::new(),
+        InstallIf::SeqIs(seq) => seq.to_string(),
+    };
+    let installed: i64 = INSTALL
+        .key(keys.count(post))
+        .key(keys.likers(post))
+        .key(&scratch)
+        .key(keys.seq(keys.partition(post)))
+        .arg(likers.len())
+        .arg(condition)
+        .invoke_async(redis)
+        .await?;
+    Ok(installed == 1)
+}
 
 /// Raises a watermark, never lowers it. KEYS: key. ARGV: value.
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
@@ -111,7 +142,7 @@ return 1
 /// on `NOSCRIPT` by themselves, but pipelined ones do not: call this at
 /// start and whenever a pipeline reports `NOSCRIPT` (after a Redis restart).
 pub async fn load_all(redis: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
-    for script in [&*LIKE, &*INSTALL, &*REPLACE, &*RAISE, &*LEASE, &*RELEASE] {
+    for script in [&*LIKE, &*INSTALL, &*RAISE, &*LEASE, &*RELEASE] {
         script.load_async(redis).await?;
     }
     Ok(())

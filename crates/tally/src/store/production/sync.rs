@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::keys::{GROUP, Keys};
 use super::pg::{self, LikeEvent};
 use super::scripts;
-use crate::store::embedded::now_ms;
+use crate::store::now_ms;
 
 /// Write-behind tuning.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
