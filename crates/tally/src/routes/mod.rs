@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .nest(media::URL_PREFIX, media_files)
+        .merge(crate::web::router())
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(settings.max_json_bytes))
