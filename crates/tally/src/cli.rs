@@ -96,6 +96,23 @@ pub struct ServeFlags {
     #[arg(long, env = "TALLY_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Turn on the load panel of the web client, for every signed-in user
+    /// unless --load-admins names who may use it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub load_panel: bool,
+    /// Usernames (comma-separated) who may run loads; implies --load-panel.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip)]
+    pub load_admins: Vec<String>,
+}
+
+/// `[load_panel]` keys set by flags (unset ones are left to the file/env).
+#[derive(Debug, Serialize)]
+pub struct LoadPanelOverrides<'a> {
+    enabled: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    admins: &'a [String],
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +143,8 @@ pub struct Overrides<'a> {
     common: &'a CommonFlags,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     serve: Option<&'a ServeFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_panel: Option<LoadPanelOverrides<'a>>,
 }
 
 impl Cli {
@@ -134,9 +153,16 @@ impl Cli {
             Command::Serve(flags) => Some(flags),
             _ => None,
         };
+        let load_panel = serve
+            .filter(|f| f.load_panel || !f.load_admins.is_empty())
+            .map(|f| LoadPanelOverrides {
+                enabled: true,
+                admins: &f.load_admins,
+            });
         Overrides {
             common: &self.common,
             serve,
+            load_panel,
         }
     }
 }

@@ -50,6 +50,25 @@ pub struct Settings {
     /// Key prefix, partitions, durability, write-behind, reconciliation.
     #[serde(flatten)]
     pub production: ProductionSettings,
+    /// The operator's load panel in the web client.
+    pub load_panel: LoadPanelSettings,
+}
+
+/// Who may start load runs from the web client. Off by default: a load run
+/// creates users and posts and puts real load on the deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "snake_case")]
+pub struct LoadPanelSettings {
+    pub enabled: bool,
+    /// Usernames allowed to run loads; empty: every signed-in user (for a
+    /// demo or a private box, never for a shared deployment).
+    pub admins: Vec<String>,
+}
+
+impl LoadPanelSettings {
+    pub fn allows(&self, username: &str) -> bool {
+        self.enabled && (self.admins.is_empty() || self.admins.iter().any(|a| a == username))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -99,6 +118,7 @@ impl Default for Settings {
             redis_url: None,
             database_url: None,
             production: ProductionSettings::default(),
+            load_panel: LoadPanelSettings::default(),
         }
     }
 }

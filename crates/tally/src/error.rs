@@ -23,8 +23,12 @@ pub enum ApiError {
     BadCredentials,
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("username is already taken")]
     UsernameTaken,
+    #[error("a load run is in progress; wait for its verdict")]
+    LoadRunActive,
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -71,7 +75,9 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::BadCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::UsernameTaken => (StatusCode::CONFLICT, "username_taken"),
+            Self::LoadRunActive => (StatusCode::CONFLICT, "load_run_active"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

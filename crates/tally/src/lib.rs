@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod images;
 pub mod live;
+pub mod load_panel;
 pub mod loadgen;
 pub mod media;
 pub mod ratelimit;

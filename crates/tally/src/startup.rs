@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{TokenKeys, password};
 use crate::config::Settings;
 use crate::live::LiveHub;
+use crate::load_panel::LoadPanel;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
 use crate::routes;
@@ -117,6 +118,18 @@ async fn open_backend(settings: &Settings) -> Result<Backend, StartupError> {
     })
 }
 
+/// A URL this process can reach itself at: the bound port on loopback
+/// (a wildcard address is not something to connect to).
+fn loopback_url(listener: &TcpListener, configured: SocketAddr) -> String {
+    let addr = listener.local_addr().unwrap_or(configured);
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let backend = open_backend(&settings).await?;
@@ -145,7 +158,12 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        let load_panel = LoadPanel::new(
+            loopback_url(&listener, settings.listen),
+            settings.data_dir.join("load-runs"),
+        );
         let state = AppState {
+            load_panel: Arc::new(load_panel),
             live,
             live_local: backend.production.is_none(),
             catalog: backend.catalog,

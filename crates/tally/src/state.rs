@@ -37,4 +37,6 @@ pub struct AppState {
     pub image_slots: Arc<tokio::sync::Semaphore>,
     /// A hash to verify against for unknown usernames (timing safety).
     pub dummy_hash: Arc<str>,
+    /// The operator's load runs against this node.
+    pub load_panel: Arc<crate::load_panel::LoadPanel>,
 }

@@ -9,9 +9,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// A caller with a valid token. Rejects with 401 `unauthorized` otherwise.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: UserId,
+    /// From the signed token (usernames never change).
+    pub username: String,
 }
 
 /// A caller who may be anonymous; a present but invalid token is still 401,
@@ -32,12 +34,15 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
-fn verify(state: &AppState, token: &str) -> Result<UserId, ApiError> {
-    state
+fn verify(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let claims = state
         .tokens
         .verify(token)
-        .and_then(|c| c.user_id())
-        .map_err(|_| ApiError::Unauthorized)
+        .map_err(|_| ApiError::Unauthorized)?;
+    Ok(AuthUser {
+        id: claims.user_id().map_err(|_| ApiError::Unauthorized)?,
+        username: claims.name,
+    })
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -45,9 +50,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
-        Ok(Self {
-            id: verify(state, token)?,
-        })
+        verify(state, token)
     }
 }
 
@@ -57,7 +60,7 @@ impl FromRequestParts<AppState> for MaybeUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match bearer(parts)? {
             None => Ok(Self(None)),
-            Some(token) => Ok(Self(Some(verify(state, token)?))),
+            Some(token) => Ok(Self(Some(verify(state, token)?.id))),
         }
     }
 }

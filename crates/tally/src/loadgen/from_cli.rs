@@ -59,6 +59,8 @@ pub async fn run_from_cli(
         production: crate::startup::connect_production(settings)
             .await
             .map_err(|e| BenchError::Setup(e.to_string()))?,
+        label: "bench".into(),
+        observer: None,
     };
     run(cfg).await
 }

@@ -35,7 +35,27 @@ use crate::domain::{PostId, UserId};
 pub use from_cli::run_from_cli;
 pub use ledger::{Ledger, PairState};
 pub use ops::{Mix, Op};
+pub use stats::{Second, Summary};
 pub use verify::{Consistency, prove};
+
+/// Where a run is, for a watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Creating the run's posts and connecting subscribers.
+    Preparing,
+    Running,
+    /// Load is over; waiting for the write-behind, comparing with the ledger.
+    Proving,
+}
+
+/// Someone watching a run as it goes (the server's load panel; the command
+/// line has its progress bar).
+pub trait Observer: Send + Sync {
+    fn phase(&self, phase: Phase);
+    /// Called once per completed second of load.
+    fn second(&self, second: Second);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -71,6 +91,10 @@ pub struct BenchConfig {
     /// The deployment's stores, to check Redis and PostgreSQL directly.
     #[serde(skip)]
     pub production: Option<crate::store::production::Production>,
+    /// Starts each post's caption, so a run's posts can be told apart.
+    pub label: String,
+    #[serde(skip)]
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 /// Everything a run measured and proved.
@@ -104,6 +128,12 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
             "no users: seed them with `tally users seed --tokens-out`".into(),
         ));
     }
+    let observe = |phase| {
+        if let Some(o) = &cfg.observer {
+            o.phase(phase);
+        }
+    };
+    observe(Phase::Preparing);
     let client = Client::builder()
         .timeout(cfg.timeout)
         .pool_max_idle_per_host(cfg.concurrency.max(16))
@@ -153,6 +183,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         cfg: cfg.clone(),
     });
 
+    observe(Phase::Running);
     let bar = progress_bar(&cfg);
     let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
     match cfg.rate {
@@ -169,7 +200,10 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
 
     let summary = shared.stats.summary(cfg.duration.as_secs_f64());
     let rate_met = cfg.rate.map(|_| summary.missed == 0);
-    eprintln!("load done; proving the counts (waits for the write-behind)...");
+    observe(Phase::Proving);
+    if cfg.progress {
+        eprintln!("load done; proving the counts (waits for the write-behind)...");
+    }
     let consistency = verify::prove(
         &shared.client,
         &cfg.target,
@@ -207,15 +241,23 @@ fn progress_bar(cfg: &BenchConfig) -> ProgressBar {
 
 async fn tick_progress(shared: Arc<Shared>, bar: ProgressBar) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
     loop {
         tick.tick().await;
         let second = shared.started.elapsed().as_secs() as usize;
-        let (ops, p99) = shared.stats.last_second(second);
+        let last = shared.stats.second(second.saturating_sub(1));
         bar.set_position(second as u64);
         bar.set_message(format!(
-            "{ops} req/s  p99 {p99:.1} ms  in flight {}",
+            "{} req/s  p99 {:.1} ms  in flight {}",
+            last.ops,
+            last.p99_ms,
             shared.in_flight.load(Ordering::Relaxed)
         ));
+        if let Some(o) = &shared.cfg.observer
+            && second <= shared.cfg.duration.as_secs() as usize
+        {
+            o.second(last);
+        }
     }
 }
 
@@ -322,7 +364,7 @@ async fn one_request(shared: &Shared, intended: Instant) {
                 .ok()
                 .and_then(|b| b["error"]["code"].as_str().map(str::to_owned))
                 .unwrap_or_default();
-            shared.stats.error(op, &format!("{status} {code}"));
+            shared.stats.error(op, second, &format!("{status} {code}"));
             // A 4xx was refused before any change; a 5xx may have landed.
             if op.writes() && status >= 500 {
                 shared.ledger.unknown(*user, post);
@@ -331,6 +373,7 @@ async fn one_request(shared: &Shared, intended: Instant) {
         Err(err) => {
             shared.stats.error(
                 op,
+                second,
                 if err.is_timeout() {
                     "timeout"
                 } else {
@@ -347,23 +390,39 @@ async fn one_request(shared: &Shared, intended: Instant) {
     }
 }
 
+/// Creates the run's posts, spread over its users so that no one user
+/// meets the per-user write limit; a `429` is waited out as it asks.
 async fn create_posts(client: &Client, cfg: &BenchConfig) -> Result<Vec<PostId>, BenchError> {
-    let token = &cfg.users[0].1;
     let image = crate::images::fixtures::tiny_png();
     let mut posts = Vec::with_capacity(cfg.posts);
-    for i in 0..cfg.posts {
+    let mut i = 0;
+    while posts.len() < cfg.posts {
+        let token = &cfg.users[i % cfg.users.len()].1;
+        i += 1;
         let form = reqwest::multipart::Form::new()
             .part(
                 "image",
                 reqwest::multipart::Part::bytes(image.clone()).file_name("bench.png"),
             )
-            .text("caption", format!("bench post {i}"));
+            .text(
+                "caption",
+                format!("{} · post {}", cfg.label, posts.len() + 1),
+            );
         let r = client
             .post(format!("{}/v1/posts", cfg.target))
             .bearer_auth(token)
             .multipart(form)
             .send()
             .await?;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS && i < cfg.posts * 4 {
+            let wait = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1u64);
+            tokio::time::sleep(Duration::from_secs(wait.min(10))).await;
+            continue;
+        }
         if r.status() != StatusCode::CREATED {
             return Err(BenchError::Setup(format!(
                 "creating a post: {} {}",

@@ -21,6 +21,8 @@ struct Inner {
     per_op: BTreeMap<Op, Histogram<u64>>,
     /// Per second of the run: all operations.
     per_second: Vec<Histogram<u64>>,
+    /// Per second of the run: failed requests.
+    errors_per_second: Vec<u64>,
     errors: BTreeMap<String, u64>,
     /// Requests the open loop could not start on time (in-flight cap hit).
     missed: u64,
@@ -48,6 +50,7 @@ pub struct OpSummary {
 pub struct Second {
     pub second: usize,
     pub ops: u64,
+    pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
@@ -91,9 +94,13 @@ impl Stats {
         }
     }
 
-    pub fn error(&self, op: Op, what: &str) {
+    pub fn error(&self, op: Op, second: usize, what: &str) {
         if let Ok(mut i) = self.inner.lock() {
             *i.errors.entry(format!("{} {what}", op.name())).or_default() += 1;
+            if i.errors_per_second.len() <= second {
+                i.errors_per_second.resize(second + 1, 0);
+            }
+            i.errors_per_second[second] += 1;
         }
     }
 
@@ -103,16 +110,21 @@ impl Stats {
         }
     }
 
-    /// Throughput and p99 of the last complete second, for the progress bar.
-    pub fn last_second(&self, now: usize) -> (u64, f64) {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|i| {
-                let h = i.per_second.get(now.checked_sub(1)?)?;
-                Some((h.len(), ms(h.value_at_quantile(0.99))))
-            })
-            .unwrap_or((0, 0.0))
+    /// One second of the run (by intended start time), as far as it has
+    /// been recorded.
+    pub fn second(&self, second: usize) -> Second {
+        let i = self.inner.lock().ok();
+        let h = i.as_ref().and_then(|i| i.per_second.get(second));
+        Second {
+            second,
+            ops: h.map_or(0, Histogram::len),
+            errors: i
+                .as_ref()
+                .and_then(|i| i.errors_per_second.get(second).copied())
+                .unwrap_or(0),
+            p50_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.5))),
+            p99_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.99))),
+        }
     }
 
     pub fn summary(&self, seconds: f64) -> Summary {
@@ -148,6 +160,7 @@ impl Stats {
                 .map(|(second, h)| Second {
                     second,
                     ops: h.len(),
+                    errors: i.errors_per_second.get(second).copied().unwrap_or(0),
                     p50_ms: ms(h.value_at_quantile(0.5)),
                     p99_ms: ms(h.value_at_quantile(0.99)),
                 })

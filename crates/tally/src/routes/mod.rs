@@ -5,6 +5,7 @@
 mod extract;
 mod health;
 mod likes;
+mod load_panel;
 mod posts;
 mod users;
 pub mod views;
@@ -73,6 +74,7 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .merge(posts::router(max_upload_bytes))
         .merge(likes::router())
         .merge(health::router())
+        .merge(load_panel::router())
         .routes(utoipa_axum::routes!(live::websocket::live))
 }
 

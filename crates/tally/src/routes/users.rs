@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::extract::ApiJson;
 use super::views::UserView;
-use crate::auth::password;
+use crate::auth::{AuthUser, password};
 use crate::domain::{Password, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user))
         .routes(routes!(create_session))
+        .routes(routes!(me))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,4 +103,28 @@ async fn create_session(
         expires_at: super::views::rfc3339_ms(exp as i64 * 1000),
         user: user.into(),
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    id: i64,
+    username: String,
+    /// Whether this user may use the load panel.
+    load_panel: bool,
+}
+
+/// Who the token belongs to; `401` once it has expired.
+#[utoipa::path(get, path = "/v1/me", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Me),
+        (status = 401, body = ErrorBody, description = "`unauthorized`"),
+    ))]
+async fn me(State(state): State<AppState>, user: AuthUser) -> axum::Json<Me> {
+    axum::Json(Me {
+        id: user.id,
+        load_panel: state.settings.load_panel.allows(&user.username),
+        username: user.username,
+    })
 }

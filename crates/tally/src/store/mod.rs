@@ -202,6 +202,15 @@ pub trait Catalog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// How far the durable store trails the answers already given.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SyncStatus {
+    /// Acknowledged changes not yet in the durable store.
+    pub backlog: u64,
+    /// Age of the oldest of them, in milliseconds (0 when none).
+    pub lag_ms: f64,
+}
+
 /// The like hot path: exact dedup and count, durable before it answers
 /// (in the durability mode the backend promises).
 #[async_trait]
@@ -225,6 +234,9 @@ pub trait Likes: Send + Sync + 'static {
 
     /// Health of the like path, for `/readyz`.
     async fn health(&self) -> Health;
+
+    /// The write-behind's backlog and lag, for the load panel.
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError>;
 
     /// Stops accepting work and waits until everything accepted is durable.
     async fn shutdown(&self);

@@ -14,9 +14,10 @@ use sqlx::PgPool;
 use super::keys::Keys;
 use super::pg;
 use super::scripts;
+use super::sync;
 use crate::domain::{PostId, UserId};
 use crate::store::now_ms;
-use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError};
+use crate::store::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
 
 /// When an acknowledgement may be sent.
 #[derive(
@@ -375,6 +376,13 @@ impl Likes for RedisLikes {
             return Health::Degraded("redis unreachable: serving likes from PostgreSQL".into());
         }
         Health::Ready
+    }
+
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let mut redis = self.redis.clone();
+        sync::status(&mut redis, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))
     }
 
     async fn shutdown(&self) {}

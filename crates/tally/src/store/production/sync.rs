@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::keys::{GROUP, Keys};
 use super::pg::{self, LikeEvent};
 use super::scripts;
-use crate::store::now_ms;
+use crate::store::{SyncStatus, now_ms};
 
 /// Write-behind tuning.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -498,10 +498,12 @@ fn group_info(reply: &Value) -> Option<GroupInfo> {
     })
 }
 
-/// Events not yet applied to PostgreSQL across all partitions: read but
-/// unacknowledged, plus not yet read. A stream without the group yet (no
-/// worker has owned it) counts its whole length.
-pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, redis::RedisError> {
+/// Each non-empty partition stream with its consumer group's view (`None`
+/// when no worker has created the group yet).
+async fn nonempty_streams(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<Vec<(u32, u64, Option<GroupInfo>)>, redis::RedisError> {
     let mut lens = redis::pipe();
     for p in 0..keys.partitions() {
         lens.cmd("XLEN").arg(keys.stream(p));
@@ -512,7 +514,7 @@ pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, 
         .filter(|(_, len)| *len > 0)
         .collect();
     if nonempty.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut infos = redis::pipe();
     for (p, _) in &nonempty {
@@ -520,12 +522,87 @@ pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, 
     }
     let infos: Vec<Value> = infos.query_async(redis).await?;
     Ok(nonempty
-        .iter()
+        .into_iter()
         .zip(infos)
-        .map(|((_, len), info)| {
-            group_info(&info).map_or(*len, |i| i.pending + i.lag.unwrap_or(*len))
-        })
+        .map(|((p, len), info)| (p, len, group_info(&info)))
+        .collect())
+}
+
+/// Unapplied events of one stream: read but unacknowledged, plus not yet
+/// read. Without the group, the whole stream.
+fn unapplied(len: u64, info: Option<&GroupInfo>) -> u64 {
+    info.map_or(len, |i| i.pending + i.lag.unwrap_or(len))
+}
+
+/// Events not yet applied to PostgreSQL across all partitions.
+pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, redis::RedisError> {
+    Ok(nonempty_streams(redis, keys)
+        .await?
+        .iter()
+        .map(|(_, len, info)| unapplied(*len, info.as_ref()))
         .sum())
+}
+
+/// The backlog and the age of its oldest event. Per stream the oldest
+/// unapplied event is the oldest pending one, else the first after the last
+/// delivered one (else the stream's first, without a group); stream ids
+/// start with the milliseconds they were added at.
+pub async fn status(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<SyncStatus, redis::RedisError> {
+    let streams = nonempty_streams(redis, keys).await?;
+    let mut oldest = redis::pipe();
+    let mut backlog = 0;
+    for (p, len, info) in &streams {
+        let n = unapplied(*len, info.as_ref());
+        if n == 0 {
+            continue;
+        }
+        backlog += n;
+        match info {
+            Some(i) if i.pending > 0 => {
+                oldest.cmd("XPENDING").arg(keys.stream(*p)).arg(GROUP);
+            }
+            Some(i) => {
+                oldest
+                    .cmd("XRANGE")
+                    .arg(keys.stream(*p))
+                    .arg(format!("({}", i.last_delivered))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+            None => {
+                oldest
+                    .cmd("XRANGE")
+                    .arg(keys.stream(*p))
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+        }
+    }
+    if backlog == 0 {
+        return Ok(SyncStatus::default());
+    }
+    let replies: Vec<Value> = oldest.query_async(redis).await?;
+    let oldest_ms = replies
+        .into_iter()
+        .filter_map(|reply| match reply {
+            // XPENDING's summary: [count, smallest id, greatest id, consumers].
+            Value::Array(summary) if matches!(summary.first(), Some(Value::Int(_))) => {
+                summary.get(1).and_then(as_string)
+            }
+            range => range_entries(range).into_iter().next().map(|(id, _)| id),
+        })
+        .map(|id| split_id(&id).0 as i64)
+        .min();
+    Ok(SyncStatus {
+        backlog,
+        lag_ms: oldest_ms.map_or(0.0, |ms| (now_ms() - ms).max(0) as f64),
+    })
 }
 
 /// Waits until every partition's stream is applied, or `timeout`.

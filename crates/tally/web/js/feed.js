@@ -1,0 +1,111 @@
+// The feed: newest posts first as image cards, more pages fetched by cursor
+// when a sentinel below the last card comes near the viewport. Cards that
+// are on screen are watched on the live socket; cards that scroll away (and
+// all of them when the view goes) are unwatched.
+
+import { api, describe } from './api.js';
+import { h, heading, timeAgo, toast } from './dom.js';
+import { likeButton } from './like.js';
+import * as live from './live.js';
+
+export function altText(post) {
+  const by = `Photo by ${post.author.username}`;
+  return post.caption ? `${by}: ${post.caption}` : by;
+}
+
+function card(post, signal) {
+  const href = `#/post/${post.id}`;
+  return h('article', { class: 'card', dataset: { postId: post.id }, 'aria-label': `Post by ${post.author.username}` },
+    h('header', { class: 'card-head' },
+      h('span', { class: 'author', text: post.author.username }),
+      timeAgo(post.createdAt)),
+    h('a', { class: 'card-media', href, 'aria-label': `Open post by ${post.author.username}` },
+      h('img', {
+        src: post.thumbnailUrl,
+        width: post.width,
+        height: post.height,
+        alt: altText(post),
+        loading: 'lazy',
+        decoding: 'async',
+      })),
+    h('div', { class: 'card-actions' },
+      likeButton(post, signal),
+      h('a', { class: 'more', href, text: 'Details' })),
+    post.caption ? h('p', { class: 'caption' }, h('b', { text: post.author.username }), ' ', post.caption) : null);
+}
+
+export function feedView(main, signal) {
+  const list = h('div', { class: 'feed', role: 'feed', 'aria-busy': 'true' });
+  const status = h('p', { class: 'feed-status', role: 'status' });
+  const sentinel = h('div', { class: 'sentinel', 'aria-hidden': 'true' });
+  main.append(heading('Latest posts', 'visually-hidden'), list, status, sentinel);
+
+  const seen = new Set();
+  const watched = new Set();
+  let cursor = null;
+  let done = false;
+  let loading = false;
+
+  // Watch what is (nearly) on screen; unwatch what left.
+  const visible = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const id = Number(e.target.dataset.postId);
+      if (e.isIntersecting && !watched.has(id)) {
+        watched.add(id);
+        live.watch(id);
+      } else if (!e.isIntersecting && watched.has(id)) {
+        watched.delete(id);
+        live.unwatch(id);
+      }
+    }
+  }, { rootMargin: '100px 0px' });
+
+  const more = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadPage();
+  }, { rootMargin: '800px 0px' });
+
+  signal.addEventListener('abort', () => {
+    visible.disconnect();
+    more.disconnect();
+    for (const id of watched) live.unwatch(id);
+    watched.clear();
+  });
+
+  async function loadPage() {
+    if (loading || done) return;
+    loading = true;
+    list.setAttribute('aria-busy', 'true');
+    status.textContent = 'Loading…';
+    try {
+      const page = await api.posts(cursor, { signal });
+      for (const post of page.items) {
+        if (seen.has(post.id)) continue;
+        seen.add(post.id);
+        const el = card(post, signal);
+        list.append(el);
+        visible.observe(el);
+      }
+      cursor = page.nextCursor;
+      done = !cursor;
+      status.textContent = done ? (seen.size ? 'You’re all caught up.' : 'No posts yet. Be the first to upload one!') : '';
+    } catch (err) {
+      if (signal.aborted) return;
+      status.replaceChildren(describe(err), ' ',
+        h('button', { type: 'button', class: 'secondary', text: 'Retry', on: { click: () => loadPage() } }));
+      if (err.code !== 'unauthorized') toast(describe(err), 'error');
+      loading = false;
+      return;
+    } finally {
+      list.setAttribute('aria-busy', 'false');
+    }
+    loading = false;
+    // The sentinel may still be in view after a short page: observe again.
+    if (!done) {
+      more.unobserve(sentinel);
+      more.observe(sentinel);
+    }
+  }
+
+  more.observe(sentinel);
+  loadPage();
+}
