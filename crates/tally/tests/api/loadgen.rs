@@ -38,6 +38,8 @@ async fn bench_run_proves_the_counts_exact(backend: Backend) {
         progress: false,
         subscribers: 20,
         production,
+        label: "test".into(),
+        observer: None,
     })
     .await
     .expect("bench run");

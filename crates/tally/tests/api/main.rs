@@ -11,11 +11,13 @@ mod nodes;
 mod crash;
 mod likes;
 mod live;
+mod load_panel;
 mod loadgen;
 mod operations;
 mod posts;
 mod production;
 mod users;
+mod web;
 
 /// Generates a test per backend for each named behaviour test.
 #[macro_export]

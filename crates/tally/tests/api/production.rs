@@ -530,6 +530,11 @@ async fn a_separate_worker_process_applies_the_backlog() {
         .await
         .expect("backlog");
     assert_eq!(backlog, 30, "no worker runs in the API node");
+    // What the load panel plots: the same backlog, and the age of its
+    // oldest event (at least the 200 ms slept).
+    let status = app.state.likes.sync_status().await.expect("sync status");
+    assert_eq!(status.backlog, 30);
+    assert!(status.lag_ms >= 200.0, "{status:?}");
     let mut worker = std::process::Command::new(crate::nodes::BIN)
         .arg("worker")
         .args(crate::nodes::backend_args(&app.settings))
@@ -543,6 +548,8 @@ async fn a_separate_worker_process_applies_the_backlog() {
     app.drain().await;
     let _ = worker.kill();
     let _ = worker.wait();
+    let status = app.state.likes.sync_status().await.expect("sync status");
+    assert_eq!((status.backlog, status.lag_ms), (0, 0.0));
     assert_post_consistent(&mut p, post).await;
     assert_eq!(app.all_likers(post).await.len(), 30);
 }
