@@ -48,6 +48,14 @@ async fn client_is_served_with_caching_and_a_content_security_policy() {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()[ETAG], etag);
     assert!(again.text().await.unwrap().is_empty());
+    let gzipped = app
+        .client
+        .get(app.url("/app/js/main.js"))
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()[reqwest::header::CONTENT_ENCODING], "gzip");
     let css = app.get("/app/app.css").await;
     assert!(
         css.headers()[CONTENT_TYPE]
