@@ -249,6 +249,10 @@ async function main() {
   } finally {
     await browser.close();
     child.kill('SIGTERM');
+    const exited = new Promise((r) => child.once('exit', r));
+    if (child.exitCode === null && !(await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(r, 10000, false))]))) {
+      child.kill('SIGKILL');
+    }
   }
 }
 

@@ -261,17 +261,17 @@ async fn tick_progress(shared: Arc<Shared>, bar: ProgressBar) {
     }
 }
 
-/// Starts requests on a fixed schedule: by time t, `t × rate` requests.
+/// Starts requests on a fixed schedule: by time t, `t × rate` requests, and
+/// `duration × rate` in all. Each is either sent or counted as missed, even
+/// when the generator itself was starved past the end, so answered + errors
+/// + missed is always the whole schedule.
 async fn open_loop(shared: &Arc<Shared>, rate: u32) {
     let mut sent: u64 = 0;
     let per_request = 1.0 / f64::from(rate.max(1));
-    let end = shared.cfg.duration.as_secs_f64();
-    loop {
+    let total = (shared.cfg.duration.as_secs_f64() * f64::from(rate.max(1))).round() as u64;
+    while sent < total {
         let now = shared.started.elapsed().as_secs_f64();
-        if now >= end {
-            return;
-        }
-        let due = (now / per_request) as u64;
+        let due = ((now / per_request) as u64).min(total);
         while sent < due {
             let intended = shared.started + Duration::from_secs_f64(sent as f64 * per_request);
             sent += 1;
@@ -286,7 +286,9 @@ async fn open_loop(shared: &Arc<Shared>, rate: u32) {
                 shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             });
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        if sent < total {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 

@@ -82,6 +82,17 @@ fn summarize(h: &Histogram<u64>, seconds: f64) -> OpSummary {
     }
 }
 
+fn second_of(i: &Inner, second: usize) -> Second {
+    let h = i.per_second.get(second);
+    Second {
+        second,
+        ops: h.map_or(0, Histogram::len),
+        errors: i.errors_per_second.get(second).copied().unwrap_or(0),
+        p50_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.5))),
+        p99_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.99))),
+    }
+}
+
 impl Stats {
     pub fn record(&self, op: Op, second: usize, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
@@ -113,17 +124,9 @@ impl Stats {
     /// One second of the run (by intended start time), as far as it has
     /// been recorded.
     pub fn second(&self, second: usize) -> Second {
-        let i = self.inner.lock().ok();
-        let h = i.as_ref().and_then(|i| i.per_second.get(second));
-        Second {
-            second,
-            ops: h.map_or(0, Histogram::len),
-            errors: i
-                .as_ref()
-                .and_then(|i| i.errors_per_second.get(second).copied())
-                .unwrap_or(0),
-            p50_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.5))),
-            p99_ms: h.map_or(0.0, |h| ms(h.value_at_quantile(0.99))),
+        match self.inner.lock() {
+            Ok(i) => second_of(&i, second),
+            Err(_) => second_of(&Inner::default(), second),
         }
     }
 
@@ -153,17 +156,8 @@ impl Stats {
                 .map(|(op, h)| (op.name().to_owned(), summarize(h, seconds)))
                 .collect(),
             total: summarize(&total, seconds),
-            timeline: i
-                .per_second
-                .iter()
-                .enumerate()
-                .map(|(second, h)| Second {
-                    second,
-                    ops: h.len(),
-                    errors: i.errors_per_second.get(second).copied().unwrap_or(0),
-                    p50_ms: ms(h.value_at_quantile(0.5)),
-                    p99_ms: ms(h.value_at_quantile(0.99)),
-                })
+            timeline: (0..i.per_second.len().max(i.errors_per_second.len()))
+                .map(|second| second_of(&i, second))
                 .collect(),
             errors: i.errors.clone(),
             missed: i.missed,
