@@ -62,5 +62,3 @@ export function timeAgo(iso) {
 export function heading(text, cls = '') {
   return h('h1', { tabindex: '-1', class: cls || null, text });
 }
-
-export const plural = (n, one, many) => `${n.toLocaleString()} ${n === 1 ? one : many}`;

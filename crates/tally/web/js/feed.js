@@ -30,7 +30,7 @@ function card(post, signal) {
       })),
     h('div', { class: 'card-actions' },
       likeButton(post, signal),
-      h('a', { class: 'more', href, text: 'Details' })),
+      h('a', { class: 'more', href, 'aria-label': `Details: post by ${post.author.username}`, text: 'Details' })),
     post.caption ? h('p', { class: 'caption' }, h('b', { text: post.author.username }), ' ', post.caption) : null);
 }
 

@@ -65,6 +65,8 @@ export function loadView(main, signal) {
   const latency = lineChart('Latency', 'ms');
   const lag = lineChart('Sync lag', 'ms');
   const summary = h('div', { class: 'summary' });
+  const lagNote = h('p', { class: 'hint', hidden: true, text: 'No write-behind lag: on the embedded backend a like is durable before it is answered.' });
+  lag.el.append(lagNote);
   fill(run,
     h('div', { class: 'run-head' }, runTitle, stateBadge),
     h('div', { class: 'run-progress' }, elapsed, elapsedText),
@@ -76,6 +78,7 @@ export function loadView(main, signal) {
 
   let timer = null;
   let active = false;
+  let prefilled = false;
   signal.addEventListener('abort', () => clearTimeout(timer));
 
   function setActive(on) {
@@ -106,6 +109,7 @@ export function loadView(main, signal) {
       { label: 'p99', cls: 's2', points: pts('p99Ms') },
     ]);
     lag.update(duration, [{ label: 'lag', cls: 's3', points: pts('syncLagMs') }]);
+    lagNote.hidden = !samples.length || samples.some((s) => s.syncLagMs > 0 || s.syncBacklog > 0);
 
     renderVerdict(r);
     renderSummary(r);
@@ -131,8 +135,9 @@ export function loadView(main, signal) {
     fill(verdict,
       h('p', { class: 'verdict-word', text: exact ? 'Exact' : 'Drift' }),
       h('p', { text: exact
-        ? `Every count matches: ${num(c.likesExpected)} likes from ${num(c.pairs)} user–post pairs on ${num(c.postsChecked)} posts.`
-        : `${num(diffs.length)} of ${num(c.postsChecked)} posts differ from the ${num(c.likesExpected)} likes that were acknowledged.` }),
+        ? `Every count matches the ledger: ${num(c.likesExpected)} likes from ${num(c.pairs)} user–post pairs on ${num(c.postsChecked)} posts.`
+        : `Counts differ from the ${num(c.likesExpected)} likes that were acknowledged (${num(c.postsChecked)} posts checked).` }),
+      c.drainSeconds >= 0.05 ? h('p', { class: 'hint', text: `The durable store caught up ${c.drainSeconds.toFixed(2)} s after the load stopped.` }) : null,
       diffs.length ? h('ul', { class: 'diffs' }, diffs.slice(0, 10).map((d) => h('li', { text: typeof d === 'string' ? d : JSON.stringify(d) }))) : null);
   }
 
@@ -158,11 +163,17 @@ export function loadView(main, signal) {
     clearTimeout(timer);
     try {
       const r = await api.currentLoadRun({ signal });
+      // The first run seen on opening the panel: start from its settings.
+      if (!prefilled) {
+        for (const f of FIELDS) if (r.config[f.name] !== undefined) inputs[f.name].value = r.config[f.name];
+      }
+      prefilled = true;
       render(r);
       setActive(ACTIVE.has(r.state));
     } catch (err) {
       if (signal.aborted) return;
       if (err.status === 404) {
+        prefilled = true;
         setActive(false);
         return; // no run yet
       }
@@ -188,6 +199,7 @@ export function loadView(main, signal) {
       config[f.name] = v;
     }
     setActive(true);
+    prefilled = true;
     try {
       render(await api.startLoadRun(config));
     } catch (err) {

@@ -30,38 +30,42 @@ function go(hash, message = null) {
   if (started) route();
 }
 
+// name: the view (main's data-view, for layout); tab: the nav entry it belongs to.
 const routes = [
-  [/^#\/?$/, 'feed', 'Feed', (signal) => feedView(main, signal)],
-  [/^#\/post\/(\d+)$/, 'feed', 'Post', (signal, id) => postView(main, signal, Number(id))],
-  [/^#\/upload$/, 'upload', 'New post', (signal) => uploadView(main, signal, go)],
-  [/^#\/signin$/, 'signin', 'Sign in', (signal) => {
-    const message = flash;
-    flash = null;
-    signInView(main, signal, { flash: message, done: afterSignIn });
-  }],
-  [/^#\/signup$/, 'signin', 'Sign up', (signal) => signUpView(main, signal, { done: afterSignIn })],
-  [/^#\/load$/, 'load', 'Load test', (signal) => loadView(main, signal)],
+  { re: /^#\/?$/, name: 'feed', tab: 'feed', title: 'Feed', view: (signal) => feedView(main, signal) },
+  { re: /^#\/post\/(\d+)$/, name: 'post', tab: 'feed', title: 'Post', view: (signal, id) => postView(main, signal, Number(id)) },
+  { re: /^#\/upload$/, name: 'upload', tab: 'upload', title: 'New post', view: (signal) => uploadView(main, signal, go) },
+  {
+    re: /^#\/signin$/, name: 'signin', tab: 'signin', title: 'Sign in',
+    view: (signal) => {
+      const message = flash;
+      flash = null;
+      signInView(main, signal, { flash: message, done: afterSignIn });
+    },
+  },
+  { re: /^#\/signup$/, name: 'signup', tab: 'signin', title: 'Sign up', view: (signal) => signUpView(main, signal, { done: afterSignIn }) },
+  { re: /^#\/load$/, name: 'load', tab: 'load', title: 'Load test', view: (signal) => loadView(main, signal) },
 ];
+
+const notFound = {
+  name: 'none', tab: '', title: 'Not found',
+  view: () => main.append(h('h1', { tabindex: '-1', text: 'Not found' }), h('p', {}, h('a', { href: '#/', text: 'Go to the feed' }))),
+};
 
 function route() {
   if (current) current.abort();
   current = new AbortController();
   const hash = location.hash || '#/';
   main.replaceChildren();
-  let found = routes.find(([re]) => re.test(hash));
-  if (!found) {
-    main.append(h('h1', { tabindex: '-1', text: 'Not found' }), h('p', {}, h('a', { href: '#/', text: 'Go to the feed' })));
-    found = [null, '', 'Not found', () => {}];
-  }
-  const [re, tab, title, view] = found;
-  const args = re ? hash.match(re).slice(1) : [];
-  document.title = `${title} · Tally`;
-  main.dataset.view = tab || 'none';
+  const r = routes.find((x) => x.re.test(hash)) || notFound;
+  const args = r.re ? hash.match(r.re).slice(1) : [];
+  document.title = `${r.title} · Tally`;
+  main.dataset.view = r.name;
   for (const a of document.querySelectorAll('.tabs a')) {
-    if (a.dataset.route === tab) a.setAttribute('aria-current', 'page');
+    if (a.dataset.route === r.tab) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  view(current.signal, ...args);
+  r.view(current.signal, ...args);
   // Move focus to the new view's heading, as a page load would, except on
   // the first load (the browser starts at the top anyway).
   if (!firstRender) {
@@ -111,7 +115,11 @@ function startIndicator() {
   live.onState((state) => {
     el.dataset.state = state;
     text.textContent = state;
-    el.title = state === 'live' ? 'Like counts update live' : 'Live updates paused; reconnecting';
+    el.title = {
+      live: 'Like counts update live',
+      connecting: 'Connecting to live updates',
+      reconnecting: 'Live updates paused; reconnecting',
+    }[state];
   });
 }
 

@@ -52,19 +52,25 @@ export async function postView(main, signal, id) {
   const off = onSettled((postId) => { if (postId === post.id) loadLikers(true); });
   signal.addEventListener('abort', off);
 
+  const long = post.caption.length > 80;
+  const title = heading(post.caption ? (long ? `${post.caption.slice(0, 80)}…` : post.caption) : `Photo by ${post.author.username}`, 'post-title');
   fill(main,
     h('article', { class: 'post', dataset: { postId: post.id } },
-      heading(post.caption ? `${post.caption.slice(0, 80)}${post.caption.length > 80 ? '…' : ''}` : `Photo by ${post.author.username}`, 'post-title'),
-      h('p', { class: 'byline' }, 'by ', h('span', { class: 'author', text: post.author.username }), ' · ', timeAgo(post.createdAt)),
+      h('header', { class: 'post-head' },
+        title,
+        h('p', { class: 'byline' }, 'by ', h('span', { class: 'author', text: post.author.username }), ' · ', timeAgo(post.createdAt))),
       h('a', { class: 'post-media', href: post.imageUrl, title: 'Open the original image' },
         h('img', { src: post.imageUrl, width: post.width, height: post.height, alt: altText(post) })),
-      h('div', { class: 'card-actions' },
-        likeButton(post, signal),
-        h('span', { class: 'dims', text: `${post.width} × ${post.height}` })),
-      post.caption ? h('p', { class: 'caption full', text: post.caption }) : null,
+      h('div', { class: 'post-actions' },
+        h('div', { class: 'card-actions' },
+          likeButton(post, signal),
+          h('span', { class: 'dims', text: `${post.width} × ${post.height}` })),
+        long ? h('p', { class: 'caption full', text: post.caption }) : null),
       h('section', { class: 'likers-box', 'aria-labelledby': 'likers-h' },
         h('h2', { id: 'likers-h', text: 'Liked by' }),
         likers, likersStatus, moreButton)),
     h('p', { class: 'back' }, h('a', { href: '#/', text: '← Back to the feed' })));
+  // The view rendered after the router moved focus: give it to the heading.
+  if (document.activeElement === main) title.focus({ preventScroll: true });
   loadLikers(true);
 }
