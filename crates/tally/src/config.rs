@@ -166,6 +166,15 @@ impl Settings {
                 user_write_burst: 0,
                 auth_per_min_per_ip: 0,
             },
+            production: ProductionSettings {
+                // Tests fire thousands of concurrent likes at a debug build
+                // on two cores: replies can wait in the client's queue past
+                // the production default (500 ms), which a node takes for
+                // Redis being down. Tests that kill Redis see refused
+                // connections, which switch over at once either way.
+                redis_timeout_ms: 3000,
+                ..ProductionSettings::default()
+            },
             ..Self::default()
         }
     }

@@ -7,7 +7,7 @@
 //! every (coalesced) change. Errors come as an `error` event `{code, message}`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::Deserialize;
 use socketioxide::SocketIo;
@@ -49,11 +49,23 @@ struct ErrorEvent {
     message: String,
 }
 
+/// The hub as the handlers' state: weak, because the hub holds the
+/// `SocketIo` (to push), and a strong reference back would be a cycle that
+/// keeps the hub, its stores and their connections alive forever.
+#[derive(Clone)]
+struct HubRef(Weak<LiveHub>);
+
+impl HubRef {
+    fn get(&self) -> Option<Arc<LiveHub>> {
+        self.0.upgrade()
+    }
+}
+
 /// Builds the Socket.io layer and registers the handlers.
 pub fn layer(hub: Arc<LiveHub>, max_buffer: usize) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(max_buffer)
-        .with_state(hub.clone())
+        .with_state(HubRef(Arc::downgrade(&hub)))
         .build_layer();
     io.ns("/", on_connect);
     hub.set_socketio(io);
@@ -68,11 +80,10 @@ async fn on_connect(socket: SocketRef) {
     socket.on_disconnect(on_disconnect);
 }
 
-async fn on_subscribe(
-    socket: SocketRef,
-    Data(ids): Data<PostIds>,
-    State(hub): State<Arc<LiveHub>>,
-) {
+async fn on_subscribe(socket: SocketRef, Data(ids): Data<PostIds>, State(hub): State<HubRef>) {
+    let Some(hub) = hub.get() else {
+        return;
+    };
     let Some(watched) = socket.extensions.get::<Watched>() else {
         return;
     };
@@ -112,11 +123,10 @@ async fn on_subscribe(
     }
 }
 
-async fn on_unsubscribe(
-    socket: SocketRef,
-    Data(ids): Data<PostIds>,
-    State(hub): State<Arc<LiveHub>>,
-) {
+async fn on_unsubscribe(socket: SocketRef, Data(ids): Data<PostIds>, State(hub): State<HubRef>) {
+    let Some(hub) = hub.get() else {
+        return;
+    };
     let Some(watched) = socket.extensions.get::<Watched>() else {
         return;
     };
@@ -138,8 +148,9 @@ async fn on_unsubscribe(
     let _ = gone;
 }
 
-async fn on_disconnect(socket: SocketRef, State(hub): State<Arc<LiveHub>>) {
-    if let Some(watched) = socket.extensions.get::<Watched>()
+async fn on_disconnect(socket: SocketRef, State(hub): State<HubRef>) {
+    if let Some(hub) = hub.get()
+        && let Some(watched) = socket.extensions.get::<Watched>()
         && let Ok(set) = watched.0.lock()
     {
         for &post in set.iter() {

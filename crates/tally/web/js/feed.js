@@ -20,13 +20,15 @@ function card(post, signal) {
       h('span', { class: 'author', text: post.author.username }),
       timeAgo(post.createdAt)),
     h('a', { class: 'card-media', href, 'aria-label': `Open post by ${post.author.username}` },
+      // `loading` before `src`: an image starts fetching as soon as it has
+      // a src, so set the other way round the thumbnail loads eagerly.
       h('img', {
-        src: post.thumbnailUrl,
+        loading: 'lazy',
+        decoding: 'async',
         width: post.width,
         height: post.height,
         alt: altText(post),
-        loading: 'lazy',
-        decoding: 'async',
+        src: post.thumbnailUrl,
       })),
     h('div', { class: 'card-actions' },
       likeButton(post, signal),

@@ -3,11 +3,12 @@
 //! Redis is unreachable.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
@@ -53,6 +54,11 @@ pub struct RedisLikes {
     /// posts start reloading from PostgreSQL (a load that missed one would
     /// leave Redis behind PostgreSQL).
     fallback_gate: tokio::sync::RwLock<()>,
+    /// One cold load per post at a time on this node: a burst of likes on
+    /// a post not yet in Redis waits for one load instead of each running
+    /// its own (thousands of PostgreSQL reads and scratch sets, whose
+    /// queueing pushed Redis calls past their timeout and into fallback).
+    loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
 }
 
 fn is_unreachable(err: &redis::RedisError) -> bool {
@@ -84,6 +90,7 @@ impl RedisLikes {
             redis_down: AtomicBool::new(false),
             touched_while_down: Mutex::new(HashSet::new()),
             fallback_gate: tokio::sync::RwLock::new(()),
+            loading: DashMap::new(),
         }
     }
 
@@ -135,10 +142,33 @@ impl RedisLikes {
         Ok(())
     }
 
-    /// Loads a post's likers from PostgreSQL into Redis. Concurrent loaders
-    /// (on any node) each build a scratch set; the install script keeps the
-    /// first and discards the rest.
+    /// Loads a post's likers from PostgreSQL into Redis, once per node at
+    /// a time; a caller that waited for another's load finds it done.
     async fn load(&self, post: PostId) -> Result<(), StoreError> {
+        let lock = self.loading.entry(post).or_default().clone();
+        let result = {
+            let _one_loader = lock.lock().await;
+            let loaded: bool = redis::cmd("EXISTS")
+                .arg(self.keys.count(post))
+                .query_async(&mut self.redis.clone())
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            if loaded {
+                Ok(())
+            } else {
+                self.load_now(post).await
+            }
+        };
+        // Forget the lock once nobody else holds it (the map's reference
+        // and ours); the shard lock makes the count stable here.
+        self.loading
+            .remove_if(&post, |_, l| Arc::strong_count(l) <= 2);
+        result
+    }
+
+    /// Concurrent loaders on different nodes each build a scratch set; the
+    /// install script keeps the first and discards the rest.
+    async fn load_now(&self, post: PostId) -> Result<(), StoreError> {
         let started = Instant::now();
         // PostgreSQL must hold every event of the partition handed out so
         // far (an unloaded post gets no new ones: the script refuses it),
