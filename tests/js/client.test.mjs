@@ -264,7 +264,9 @@ test('sign up, sign out, sign in, upload, see it in the feed, like it, reload', 
   assert.equal(await img.getAttribute('alt'), 'Photo by alice: Sunset over the bay');
   assert.equal(await img.getAttribute('width'), '64');
   assert.equal(await img.getAttribute('height'), '48');
-  assert.equal(await img.getAttribute('loading'), 'lazy');
+  // The first cards are on screen at once: eager, the first with high priority.
+  assert.equal(await img.getAttribute('loading'), 'eager');
+  assert.equal(await img.getAttribute('fetchpriority'), 'high');
   const id = Number(await first.getAttribute('data-post-id'));
 
   const button = likeButton(page, id);
@@ -408,6 +410,49 @@ test('the live socket is cut and restored: reconnecting, then live with the righ
   await ctx.setOffline(false);
   await eventually(async () => assert.equal(await liveState(page), 'live'), 12_000);
   await expectLike(likeButton(page, id), false, 4);
+  await ctx.close();
+});
+
+test('the feed scrolls in pages by cursor, likers page with Load more, off-screen cards are unwatched', T, async () => {
+  const dir = tempDir();
+  const users = seed(dir, [], 30);
+  const { base } = await serve(dir, []);
+  const ids = [];
+  for (let i = 0; i < 25; i++) ids.push(await createPost(base, users[i % 5].token));
+  // 25 likers on the oldest post, which is on the feed's second page.
+  await Promise.all(users.slice(0, 25).map((u) => like(base, u.token, ids[0])));
+
+  const ctx = await contextFor(base, users[29]);
+  const page = await ctx.newPage();
+  // Every message the client sends on the live socket.
+  const sent = [];
+  page.on('websocket', (ws) => ws.on('framesent', (f) => sent.push(JSON.parse(f.payload))));
+  await page.goto(`${base}/#/`);
+  const cards = page.locator('article.card');
+  await eventually(async () => assert.equal(await cards.count(), 20), 10000);
+  await eventually(async () => assert.ok(sent.some((m) => m.type === 'subscribe' && m.postIds.includes(ids[24]))));
+
+  // Scrolling to the end fetches the next page by cursor: 25 posts, no repeats, newest first.
+  await eventually(async () => {
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    assert.equal(await cards.count(), 25);
+  }, 10000);
+  const shown = (await cards.evaluateAll((els) => els.map((e) => Number(e.dataset.postId))));
+  assert.deepEqual(shown, [...ids].reverse());
+  // Thumbnails past the first two load lazily.
+  assert.deepEqual(await page.locator('article.card img').evaluateAll((els) => els.slice(0, 4).map((e) => e.loading)),
+    ['eager', 'eager', 'lazy', 'lazy']);
+  // The newest card is far above the viewport now: it was unwatched.
+  await eventually(async () => assert.ok(sent.some((m) => m.type === 'unsubscribe' && m.postIds.includes(ids[24]))));
+  await eventually(async () => assert.equal(await likeButton(page, ids[0]).getAttribute('data-count'), '25'));
+
+  // The post page lists likers 20 at a time; "Load more" fetches the rest.
+  await page.goto(`${base}/#/post/${ids[0]}`);
+  const likers = page.locator('.likers li');
+  await eventually(async () => assert.equal(await likers.count(), 20));
+  await page.getByRole('button', { name: 'Load more' }).click();
+  await eventually(async () => assert.equal(await likers.count(), 25));
+  assert.equal(await page.getByRole('button', { name: 'Load more' }).isVisible(), false);
   await ctx.close();
 });
 

@@ -26,6 +26,24 @@ async fn client_is_served_with_caching_and_a_content_security_policy() {
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains("/app/js/main.js"), "{html}");
+    // Every module is preloaded (no import waterfall) and every preload exists.
+    let preloaded: Vec<&str> = html
+        .split("<link rel=\"modulepreload\" href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web/js")).unwrap();
+    for module in modules {
+        let name = module.unwrap().file_name().into_string().unwrap();
+        let url = format!("/app/js/{name}");
+        assert!(
+            name == "main.js" || preloaded.contains(&url.as_str()),
+            "{url} is not preloaded"
+        );
+    }
+    for url in preloaded {
+        assert_eq!(app.get(url).await.status(), StatusCode::OK, "{url}");
+    }
 
     let module = app.get("/app/js/main.js").await;
     assert_eq!(module.status(), StatusCode::OK);
