@@ -244,6 +244,9 @@ test('sign up, sign out, sign in, upload, see it in the feed, like it, reload', 
   assert.ok(await page.evaluate(() => localStorage.getItem('tally.token')));
 
   await page.getByRole('link', { name: 'Upload' }).click();
+  // A phone offers its camera: any image type, rear camera.
+  assert.equal(await page.getByLabel('Photo').getAttribute('accept'), 'image/*');
+  assert.equal(await page.getByLabel('Photo').getAttribute('capture'), 'environment');
   await page.getByLabel('Photo').setInputFiles({ name: 'sunset.png', mimeType: 'image/png', buffer: png(64, 48, (x, y) => [x * 4, y * 5, 160]) });
   await eventually(async () => assert.ok(await page.locator('img.preview').isVisible(), 'preview shown'));
   assert.match(await page.locator('img.preview').getAttribute('src'), /^blob:/);
