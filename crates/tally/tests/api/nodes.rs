@@ -50,6 +50,10 @@ fn node_env(cmd: &mut Command, settings: &Settings) {
             "TALLY_SYNC__MAX_DELAY_MS",
             settings.production.sync.max_delay_ms.to_string(),
         )
+        .env(
+            "TALLY_REDIS_TIMEOUT_MS",
+            settings.production.redis_timeout_ms.to_string(),
+        )
         .env("TALLY_RECONCILE_INTERVAL_SECS", "0")
         .env("RUST_LOG", "warn");
 }

@@ -583,3 +583,85 @@ async fn readiness(app: &TestApp) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A private Redis for the app, with a short timeout so the test is quick.
+async fn app_on(redis: &ExtraRedis) -> TestApp {
+    let url = redis.url();
+    TestApp::spawn_with(Backend::RedisPg, move |s| {
+        s.redis_url = Some(url);
+        s.production.redis_timeout_ms = 300;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_redis_answers_503_and_keeps_the_fast_path() {
+    let redis = ExtraRedis::start();
+    let app = app_on(&redis).await;
+    let users = app.seed_users(2).await;
+    let post = app.post(&users[0]).await;
+    assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
+
+    // Frozen for about one timeout: the like cannot be answered for sure.
+    redis.pause();
+    let stalled = app.like(&users[1], post).await;
+    redis.resume();
+    crate::helpers::assert_error(stalled, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    // One slow reply is not an outage: the node stays on Redis...
+    assert_eq!(readiness(&app).await, "ready");
+    // ...and the idempotent retry settles the unknown outcome.
+    let retry: Value = app.like(&users[1], post).await.json().await.expect("json");
+    assert_eq!(
+        (retry["liked"].as_bool(), retry["likeCount"].as_i64()),
+        (Some(true), Some(2))
+    );
+    app.drain().await;
+    assert_eq!(app.all_likers(post).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_redis_switches_the_node_to_postgres_and_back() {
+    let redis = ExtraRedis::start();
+    let app = app_on(&redis).await;
+    let users = app.seed_users(3).await;
+    let post = app.post(&users[0]).await;
+    assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
+    app.drain().await;
+
+    // Frozen for good: connections stay open, nothing answers, nothing is
+    // refused. The watcher's unanswered pings switch the node over.
+    redis.pause();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readiness(&app).await != "degraded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not switch to PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let through_pg: Value = app.like(&users[1], post).await.json().await.expect("json");
+    assert_eq!(
+        (
+            through_pg["liked"].as_bool(),
+            through_pg["likeCount"].as_i64()
+        ),
+        (Some(true), Some(2))
+    );
+
+    redis.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while readiness(&app).await != "ready" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node did not return to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back: Value = app.like(&users[2], post).await.json().await.expect("json");
+    assert_eq!(
+        (back["liked"].as_bool(), back["likeCount"].as_i64()),
+        (Some(true), Some(3))
+    );
+    app.drain().await;
+    assert_eq!(app.all_likers(post).await.len(), 3);
+}

@@ -61,15 +61,21 @@ pub struct RedisLikes {
     loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// Whether an error shows Redis unreachable, so that this node switches to
+/// PostgreSQL. A timeout does not: one slow reply (a stall, or this node's
+/// own queue under a burst) says nothing certain, and the command may still
+/// run, so its caller answers 503 (outcome unknown); the watcher in
+/// `production::watch_redis` switches over when Redis stops answering its
+/// pings.
 fn is_unreachable(err: &redis::RedisError) -> bool {
-    matches!(
-        err.code(),
-        Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
-    ) || err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || err.is_unrecoverable_error()
+    !err.is_timeout()
+        && (matches!(
+            err.code(),
+            Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
+        ) || err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error())
 }
 
 impl RedisLikes {
@@ -102,7 +108,8 @@ impl RedisLikes {
         self.redis_down.load(Ordering::Acquire)
     }
 
-    fn mark_down(&self, err: &redis::RedisError) {
+    /// Switches this node to PostgreSQL until Redis is back and drained.
+    pub fn mark_down(&self, err: &redis::RedisError) {
         if !self.redis_down.swap(true, Ordering::AcqRel) {
             tracing::error!(error = %err, "Redis unreachable: likes go straight to PostgreSQL");
             metrics::gauge!("tally_redis_fallback").set(1.0);
@@ -197,7 +204,9 @@ impl RedisLikes {
     }
 
     fn redis_error(&self, err: redis::RedisError) -> StoreError {
-        if is_unreachable(&err) {
+        if err.is_timeout() {
+            StoreError::Unavailable(format!("redis did not answer in time: {err}"))
+        } else if is_unreachable(&err) {
             self.mark_down(&err);
             StoreError::Unavailable(format!("redis: {err}"))
         } else {
@@ -316,6 +325,11 @@ impl Likes for RedisLikes {
                     }
                     return Ok(outcome);
                 }
+                Err(err) if err.is_timeout() => {
+                    return Err(StoreError::Unavailable(
+                        "Redis did not answer in time; the like may still land".into(),
+                    ));
+                }
                 Err(err) if is_unreachable(&err) => {
                     self.mark_down(&err);
                     let _gate = self.fallback_gate.read().await;
@@ -364,6 +378,10 @@ impl Likes for RedisLikes {
                             (count, member)
                         })
                         .collect(),
+                    // A read may come from PostgreSQL whatever the cause.
+                    Err(err) if err.is_timeout() => {
+                        return pg::states(&self.pg, posts, viewer).await;
+                    }
                     Err(err) if is_unreachable(&err) => {
                         self.mark_down(&err);
                         return pg::states(&self.pg, posts, viewer).await;

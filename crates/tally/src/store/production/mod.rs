@@ -197,23 +197,40 @@ impl Background {
     }
 }
 
-/// While Redis is down: waits for it to answer, for the write-behind to
-/// drain what it still holds, then returns the node to the fast path.
+/// Pings Redis four times a second. While it is up: two pings in a row
+/// without an answer switch the node to PostgreSQL (a hung Redis; a
+/// refused connection switches requests over by itself). While it is down:
+/// waits for it to answer, for the write-behind to drain what it still
+/// holds, then returns the node to the fast path.
 async fn watch_redis(
     production: Production,
     likes: Arc<RedisLikes>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut redis = production.redis.clone();
+    let mut failed_pings = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.changed() => return,
         }
+        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
         if !likes.is_redis_down() {
+            // Requests only switch over on a refused or broken connection;
+            // a Redis that hangs is seen here: two pings in a row without
+            // an answer (each waits `redis_timeout_ms`).
+            match ping {
+                Ok(_) => failed_pings = 0,
+                Err(err) => {
+                    failed_pings += 1;
+                    if failed_pings >= 2 {
+                        likes.mark_down(&err);
+                    }
+                }
+            }
             continue;
         }
-        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+        failed_pings = 0;
         if ping.is_err() {
             continue;
         }
