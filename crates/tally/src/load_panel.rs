@@ -193,6 +193,9 @@ pub enum StartError {
     Invalid(String),
     #[error("a load run is in progress")]
     Active,
+    /// A run's task panicked while holding the panel's lock.
+    #[error("the load panel's state is poisoned")]
+    Poisoned,
 }
 
 /// The node's load runs: at most one at a time, the latest kept for viewing.
@@ -222,10 +225,7 @@ impl LoadPanel {
     /// Starts a run in the background and returns its first view.
     pub fn start(&self, state: &AppState, request: LoadRequest) -> Result<LoadRun, StartError> {
         request.check().map_err(StartError::Invalid)?;
-        let mut latest = self
-            .latest
-            .lock()
-            .map_err(|_| StartError::Invalid("load panel unavailable".into()))?;
+        let mut latest = self.latest.lock().map_err(|_| StartError::Poisoned)?;
         let busy = latest
             .as_ref()
             .and_then(|run| run.snapshot())
@@ -260,7 +260,7 @@ impl LoadPanel {
             out_dir: self.reports.join(id.to_string()),
         };
         tokio::spawn(job.execute());
-        first.ok_or_else(|| StartError::Invalid("load panel unavailable".into()))
+        first.ok_or(StartError::Poisoned)
     }
 }
 

@@ -56,6 +56,7 @@ async fn start_run(
         .map_err(|e| match e {
             StartError::Invalid(msg) => ApiError::InvalidRequest(msg),
             StartError::Active => ApiError::LoadRunActive,
+            StartError::Poisoned => ApiError::internal(e),
         })?;
     tracing::info!(user = user.id, run = run.id, "load run requested");
     Ok((StatusCode::ACCEPTED, axum::Json(run)))
