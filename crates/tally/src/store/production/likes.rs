@@ -153,7 +153,7 @@ impl RedisLikes {
     /// a time; a caller that waited for another's load finds it done.
     async fn load(&self, post: PostId) -> Result<(), StoreError> {
         let lock = self.loading.entry(post).or_default().clone();
-        let result = {
+        let result = async {
             let _one_loader = lock.lock().await;
             let loaded: bool = redis::cmd("EXISTS")
                 .arg(self.keys.count(post))
@@ -165,7 +165,8 @@ impl RedisLikes {
             } else {
                 self.load_now(post).await
             }
-        };
+        }
+        .await;
         // Forget the lock once nobody else holds it (the map's reference
         // and ours); the shard lock makes the count stable here.
         self.loading
