@@ -124,13 +124,25 @@ export async function request(method, path, { body, signal } = {}) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', e.message);
   }
-  const text = await res.text();
+  let text;
+  try {
+    text = await res.text();
+  } catch (e) {
+    // The connection dropped after the headers: the outcome is unknown.
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', e.message);
+  }
   if (!res.ok) {
     const err = await errorFrom(res.status, res.headers, text);
     checkUnauthorized(err, sentToken);
     throw err;
   }
-  return text ? JSON.parse(text) : null;
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch (e) {
+    // Not our JSON (a proxy's or a captive portal's page): treat as unreachable.
+    throw new ApiError(res.status, 'network', `unexpected answer: ${e.message}`);
+  }
 }
 
 const page = (path, cursor, limit) => {
@@ -168,7 +180,11 @@ export function upload(file, caption, onProgress) {
     xhr.onload = async () => {
       if (xhr.status === 201) {
         onProgress(1);
-        resolve(JSON.parse(xhr.responseText));
+        try {
+          resolve(JSON.parse(xhr.responseText));
+        } catch (e) {
+          reject(new ApiError(xhr.status, 'network', `unexpected answer: ${e.message}`));
+        }
         return;
       }
       const headers = { get: (name) => xhr.getResponseHeader(name) };

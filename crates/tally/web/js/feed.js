@@ -89,6 +89,7 @@ export function feedView(main, signal) {
     status.textContent = 'Loading…';
     try {
       const page = await api.posts(cursor, { signal });
+      if (signal.aborted) return;
       for (const post of page.items) {
         if (seen.has(post.id)) continue;
         seen.add(post.id);

@@ -99,6 +99,7 @@ async function refreshMe() {
 
 async function afterSignIn() {
   await refreshMe();
+  if (!session.user) return; // the new token was refused at once: back on sign-in
   toast(`Signed in as ${session.user.username}.`);
   go('#/');
 }

@@ -29,11 +29,15 @@ export async function postView(main, signal, id) {
   const likersStatus = h('p', { class: 'likers-status', role: 'status' });
   const moreButton = h('button', { type: 'button', class: 'secondary', hidden: true, text: 'Load more' });
   let cursor = null;
+  let latest = 0; // only the newest likers request may change the list
 
   async function loadLikers(reset = false) {
+    const mine = ++latest;
     moreButton.disabled = true;
     try {
       const page = await api.likers(post.id, reset ? null : cursor, { signal });
+      // A refresh of page 1 and a "Load more" can cross: the older one is dropped.
+      if (mine !== latest) return;
       if (reset) likers.replaceChildren();
       for (const l of page.items) {
         likers.append(h('li', {}, h('span', { class: 'liker', text: l.username }), ' ', timeAgo(l.likedAt)));
@@ -44,7 +48,7 @@ export async function postView(main, signal, id) {
     } catch (err) {
       if (!signal.aborted) likersStatus.textContent = describe(err);
     } finally {
-      moreButton.disabled = false;
+      if (mine === latest) moreButton.disabled = false;
     }
   }
   moreButton.addEventListener('click', () => loadLikers());

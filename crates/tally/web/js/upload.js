@@ -10,7 +10,9 @@ const MAX_CAPTION = 2200;
 /** Why a file cannot be posted, or null. */
 export function checkFile(file) {
   if (!file) return 'Choose a photo first.';
-  if (!file.type.startsWith('image/')) return `“${file.name}” isn’t an image. Choose a JPEG, PNG, WebP or GIF photo.`;
+  // Some phones give camera photos no type: let the server judge those by
+  // their bytes.
+  if (file.type && !file.type.startsWith('image/')) return `“${file.name}” isn’t an image. Choose a JPEG, PNG, WebP or GIF photo.`;
   if (file.size > MAX_UPLOAD_BYTES) {
     const mb = (file.size / 1024 / 1024).toFixed(1);
     return `That photo is too large (${mb} MB). The limit is 20 MB.`;
