@@ -40,6 +40,29 @@ def psql(url, sql):
     return subprocess.run(["psql", url, "-qtAc", sql], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def build_release():
+    """The release binary, unless TALLY_BIN names one (smoke runs use the debug build)."""
+    if not os.environ.get("TALLY_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+class Tenant:
+    """A fresh PostgreSQL database and Redis key prefix for one run: `args` point a node at them,
+    `drop()` removes both."""
+
+    def __init__(self):
+        self.suffix = os.urandom(6).hex()
+        self.db_name, self.prefix = f"tally_bench_{self.suffix}", f"bench_{self.suffix}"
+        psql(ADMIN_DB, f"CREATE DATABASE {self.db_name}")
+        db_url = ADMIN_DB.rsplit("/", 1)[0] + "/" + self.db_name
+        self.args = ["--redis-url", REDIS, "--database-url", db_url, "--key-prefix", self.prefix]
+
+    def drop(self):
+        psql(ADMIN_DB, f"DROP DATABASE IF EXISTS {self.db_name}")
+        subprocess.run(f"redis-cli -u {REDIS} --scan --pattern '{self.prefix}:*' | xargs -r -n 1000 redis-cli -u {REDIS} DEL > /dev/null",
+                       shell=True)
+
+
 def png(path):
     import struct, zlib
     w, h = 64, 48
@@ -153,14 +176,10 @@ def redis_backlog(prefix):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("TALLY_BIN"):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build_release()
     work = Path(tempfile.mkdtemp(prefix="tally-bench-"))
-    suffix = os.urandom(6).hex()
-    db_name, prefix = f"tally_bench_{suffix}", f"bench_{suffix}"
-    psql(ADMIN_DB, f"CREATE DATABASE {db_name}")
-    db_url = ADMIN_DB.rsplit("/", 1)[0] + "/" + db_name
-    prod_args = ["--redis-url", REDIS, "--database-url", db_url, "--key-prefix", prefix]
+    tenant = Tenant()
+    prefix, prod_args = tenant.prefix, tenant.args
     backends = [Backend("embedded", work, []), Backend("redis_pg", work, prod_args)]
     png(work / "post.png")
     results = {}
@@ -226,9 +245,7 @@ def main():
     finally:
         for b in backends:
             b.stop()
-        psql(ADMIN_DB, f"DROP DATABASE IF EXISTS {db_name}")
-        subprocess.run(f"redis-cli -u {REDIS} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {REDIS} DEL > /dev/null",
-                       shell=True)
+        tenant.drop()
         subprocess.run(["rm", "-rf", str(work)])
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

@@ -11,12 +11,12 @@ server (`http_request_duration_seconds` for the like route). The remainder is
 HTTP parsing, routing, token verification, rate limiting and JSON; what wrk
 sees beyond the server's time is the client, the kernel and queueing.
 """
-import json, os, re, subprocess, sys, tempfile, urllib.request
+import json, re, subprocess, sys, tempfile, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import like_http  # noqa: E402
-from like_http import ADMIN_DB, ENV, REDIS, ROOT, Backend, png, psql, wrk  # noqa: E402
+from like_http import ROOT, Backend, Tenant, build_release, png, wrk  # noqa: E402
 
 SMOKE = "--smoke" in sys.argv
 OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
@@ -36,13 +36,10 @@ def histogram(text, name, labels=""):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("TALLY_BIN"):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build_release()
     work = Path(tempfile.mkdtemp(prefix="tally-stages-"))
-    suffix = os.urandom(6).hex()
-    db = f"tally_bench_{suffix}"
-    psql(ADMIN_DB, f"CREATE DATABASE {db}")
-    node = Backend("stages", work, ["--redis-url", REDIS, "--database-url", ADMIN_DB.rsplit("/", 1)[0] + "/" + db, "--key-prefix", f"bench_{suffix}"])
+    tenant = Tenant()
+    node = Backend("stages", work, tenant.args)
     png(work / "post.png")
     users, posts = (500, 5) if SMOKE else (100_000, 100)
     try:
@@ -73,8 +70,7 @@ def main():
         }
     finally:
         node.stop()
-        psql(ADMIN_DB, f"DROP DATABASE IF EXISTS {db}")
-        subprocess.run(f"redis-cli -u {REDIS} --scan --pattern 'bench_{suffix}:*' | xargs -r -n 1000 redis-cli -u {REDIS} DEL > /dev/null", shell=True)
+        tenant.drop()
         subprocess.run(["rm", "-rf", str(work)])
     (OUT / "like-stages.json").write_text(json.dumps({"command": "bench/like_stages.py" + (" --smoke" if SMOKE else ""), "results": result}, indent=2))
     print(json.dumps(result, indent=1))

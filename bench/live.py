@@ -19,7 +19,7 @@ import json, math, os, platform, signal, statistics, subprocess, sys, tempfile, 
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from like_http import ADMIN_DB, BIN, ENV, REDIS, ROOT, Backend, png, psql, wrk, CFG as HTTP_CFG  # noqa: E402
+from like_http import ROOT, Backend, Tenant, build_release, png, wrk, CFG as HTTP_CFG  # noqa: E402
 
 SMOKE = "--smoke" in sys.argv
 SUBSCRIBERS = 200 if SMOKE else 100_000
@@ -49,13 +49,10 @@ def percentile(xs, p):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("TALLY_BIN"):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build_release()
     work = Path(tempfile.mkdtemp(prefix="tally-live-"))
-    suffix = os.urandom(6).hex()
-    db_name, prefix = f"tally_bench_{suffix}", f"bench_{suffix}"
-    psql(ADMIN_DB, f"CREATE DATABASE {db_name}")
-    args = ["--redis-url", REDIS, "--database-url", ADMIN_DB.rsplit("/", 1)[0] + "/" + db_name, "--key-prefix", prefix]
+    tenant = Tenant()
+    args = tenant.args
     n_nodes = max(1, math.ceil(SUBSCRIBERS / PER_NODE))
     nodes = [Backend(f"node{i}", work, args) for i in range(n_nodes)]
     clients = []
@@ -140,8 +137,7 @@ def main():
             c.kill()
         for n in nodes:
             n.stop()
-        psql(ADMIN_DB, f"DROP DATABASE IF EXISTS {db_name}")
-        subprocess.run(f"redis-cli -u {REDIS} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {REDIS} DEL > /dev/null", shell=True)
+        tenant.drop()
         subprocess.run(["rm", "-rf", str(work)])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     doc = {"benchmark": "live counts: idle WebSocket subscribers, memory, like-to-push latency, pushes/s",

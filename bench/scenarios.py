@@ -14,7 +14,7 @@ import json, os, re, statistics, subprocess, sys, threading, time, urllib.reques
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from like_http import ADMIN_DB, BIN, ENV, REDIS, ROOT, Backend, psql  # noqa: E402
+from like_http import BIN, ENV, ROOT, Backend, Tenant, build_release  # noqa: E402
 
 SMOKE = "--smoke" in sys.argv
 OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
@@ -57,11 +57,8 @@ def pids(name):
 
 def one_run(kind, scenario_args, work):
     suffix = os.urandom(6).hex()
-    args, db_name = [], None
-    if kind == "redis_pg":
-        db_name = f"tally_bench_{suffix}"
-        psql(ADMIN_DB, f"CREATE DATABASE {db_name}")
-        args = ["--redis-url", REDIS, "--database-url", ADMIN_DB.rsplit("/", 1)[0] + "/" + db_name, "--key-prefix", f"bench_{suffix}"]
+    tenant = Tenant() if kind == "redis_pg" else None
+    args = tenant.args if tenant else []
     node = Backend(f"{kind}-{suffix}", work, args)
     try:
         node.serve()
@@ -113,16 +110,14 @@ def one_run(kind, scenario_args, work):
         return row
     finally:
         node.stop()
-        if db_name:
-            psql(ADMIN_DB, f"DROP DATABASE IF EXISTS {db_name}")
-            subprocess.run(f"redis-cli -u {REDIS} --scan --pattern 'bench_{suffix}:*' | xargs -r -n 1000 redis-cli -u {REDIS} DEL > /dev/null", shell=True)
+        if tenant:
+            tenant.drop()
 
 
 def main():
     import tempfile
     OUT.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get("TALLY_BIN"):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build_release()
     work = Path(tempfile.mkdtemp(prefix="tally-scenarios-"))
     plan = [("redis_pg", "10k"), ("embedded", "10k"), ("redis_pg", "100k"), ("redis_pg", "1m")]
     if SMOKE:
