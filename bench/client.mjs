@@ -22,8 +22,8 @@ import { tmpdir, cpus } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { deflateSync } from 'node:zlib';
 import { chromium } from '../tests/js/node_modules/playwright-core/index.mjs';
+import { png } from '../tests/js/harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SMOKE = process.argv.includes('--smoke');
@@ -36,39 +36,12 @@ const log = (m) => console.error(`[client] ${m}`);
 // A PNG with a gradient and noise, so that it compresses like a photo would
 // (not to a few bytes).
 function photo(w, h, seed) {
-  const crcTable = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (buf) => {
-    let c = 0xffffffff;
-    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type), data]);
-    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td));
-    return Buffer.concat([len, td, c]);
-  };
   let x = seed * 2654435761 >>> 0;
-  const rows = [];
-  for (let y = 0; y < h; y++) {
-    const row = Buffer.alloc(1 + w * 3);
-    for (let i = 0; i < w; i++) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      const n = (x >>> 24) & 31;
-      row[1 + i * 3] = (i * 255 / w + seed * 40 + n) & 255;
-      row[2 + i * 3] = (y * 255 / h + n) & 255;
-      row[3 + i * 3] = (seed * 70 + (i + y) / 8 + n) & 255;
-    }
-    rows.push(row);
-  }
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
-    chunk('IDAT', deflateSync(Buffer.concat(rows))), chunk('IEND', Buffer.alloc(0))]);
+  return png(w, h, (i, y) => {
+    x = (x * 1103515245 + 12345) >>> 0;
+    const n = (x >>> 24) & 31;
+    return [(i * 255 / w + seed * 40 + n) & 255, (y * 255 / h + n) & 255, (seed * 70 + (i + y) / 8 + n) & 255];
+  });
 }
 
 async function serve(dataDir) {
