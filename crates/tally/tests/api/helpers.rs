@@ -358,6 +358,16 @@ pub async fn all_pages(client: &Client, url: &str) -> Vec<Value> {
 }
 
 /// Asserts an error answer's status and code.
+/// A like answer as (liked, likeCount); asserts it was a 200.
+pub async fn answer(r: Response) -> (bool, i64) {
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.expect("json");
+    (
+        v["liked"].as_bool().expect("liked"),
+        v["likeCount"].as_i64().expect("likeCount"),
+    )
+}
+
 pub async fn assert_error(response: Response, status: StatusCode, code: &str) {
     assert_eq!(response.status(), status, "status");
     let body: Value = response.json().await.expect("error body is JSON");

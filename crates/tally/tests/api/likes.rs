@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, TestUser, assert_error};
+use crate::helpers::{Backend, TestApp, TestUser, answer, assert_error};
 
 backend_tests!(
     like_answers_the_count_after_the_operation,
@@ -18,15 +18,6 @@ backend_tests!(
     likes_on_unknown_posts_are_not_found,
     likes_survive_a_restart,
 );
-
-async fn answer(r: reqwest::Response) -> (bool, i64) {
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    (
-        v["liked"].as_bool().unwrap(),
-        v["likeCount"].as_i64().unwrap(),
-    )
-}
 
 async fn like_answers_the_count_after_the_operation(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -13,7 +13,9 @@ use sqlx::{PgPool, Row};
 use tally::config::Settings;
 use tally::store::production::{Durability, Production, reconcile};
 
-use crate::helpers::{Backend, TestApp, test_admin_database_url, test_redis_url, use_redis_pg};
+use crate::helpers::{
+    Backend, TestApp, answer, test_admin_database_url, test_redis_url, use_redis_pg,
+};
 use crate::instances::{ExtraPostgres, ExtraRedis};
 use crate::nodes::{Ledger, Load, Node, create_post, seed};
 
@@ -331,14 +333,7 @@ async fn redis_killed_the_service_stays_up_through_postgres() {
             .contains("redis")
     );
     redis.restart(); // empty: no persistence
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while readiness(&app).await != "ready" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node did not return to the fast path"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_readiness(&app, "ready", 30, "node did not return to the fast path").await;
     load.wait_answers(500).await;
     let ledger = load.finish().await;
     assert_exact(&s, &ledger, &posts).await;
@@ -565,15 +560,17 @@ async fn a_node_returns_to_redis_after_an_outage_without_writes() {
     assert_eq!(app.get_post(None, post).await["likeCount"], 0);
     assert_eq!(readiness(&app).await, "degraded");
     redis.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while readiness(&app).await != "ready" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node stayed on the fallback path"
-        );
+    wait_for_readiness(&app, "ready", 10, "node stayed on the fallback path").await;
+    assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
+}
+
+/// Polls `/readyz` until its status is `want`; fails with `why` after `secs`.
+async fn wait_for_readiness(app: &TestApp, want: &str, secs: u64, why: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while readiness(app).await != want {
+        assert!(std::time::Instant::now() < deadline, "{why}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(app.like(&users[0], post).await.status(), StatusCode::OK);
 }
 
 /// `/readyz`'s status: ready, degraded or down.
@@ -610,11 +607,7 @@ async fn a_stalled_redis_answers_503_and_keeps_the_fast_path() {
     // One slow reply is not an outage: the node stays on Redis...
     assert_eq!(readiness(&app).await, "ready");
     // ...and the idempotent retry settles the unknown outcome.
-    let retry: Value = app.like(&users[1], post).await.json().await.expect("json");
-    assert_eq!(
-        (retry["liked"].as_bool(), retry["likeCount"].as_i64()),
-        (Some(true), Some(2))
-    );
+    assert_eq!(answer(app.like(&users[1], post).await).await, (true, 2));
     app.drain().await;
     assert_eq!(app.all_likers(post).await.len(), 2);
 }
@@ -631,37 +624,12 @@ async fn a_hung_redis_switches_the_node_to_postgres_and_back() {
     // Frozen for good: connections stay open, nothing answers, nothing is
     // refused. The watcher's unanswered pings switch the node over.
     redis.pause();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while readiness(&app).await != "degraded" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node did not switch to PostgreSQL"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let through_pg: Value = app.like(&users[1], post).await.json().await.expect("json");
-    assert_eq!(
-        (
-            through_pg["liked"].as_bool(),
-            through_pg["likeCount"].as_i64()
-        ),
-        (Some(true), Some(2))
-    );
+    wait_for_readiness(&app, "degraded", 10, "node did not switch to PostgreSQL").await;
+    assert_eq!(answer(app.like(&users[1], post).await).await, (true, 2));
 
     redis.resume();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while readiness(&app).await != "ready" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node did not return to Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let back: Value = app.like(&users[2], post).await.json().await.expect("json");
-    assert_eq!(
-        (back["liked"].as_bool(), back["likeCount"].as_i64()),
-        (Some(true), Some(3))
-    );
+    wait_for_readiness(&app, "ready", 30, "node did not return to Redis").await;
+    assert_eq!(answer(app.like(&users[2], post).await).await, (true, 3));
     app.drain().await;
     assert_eq!(app.all_likers(post).await.len(), 3);
 }
