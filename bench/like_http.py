@@ -3,6 +3,10 @@
 
     bench/like_http.py            full run, results in bench/results/like-http.json
     bench/like_http.py --smoke    seconds, results in target/bench-smoke/
+    bench/like_http.py --compare OLD_BIN
+                                  the like path of two builds side by side: OLD_BIN and
+                                  this tree's, alternating, on both backends (no drain
+                                  phase); results in bench/results/like-http-compare.json
 
 For each backend it seeds users (`tally users seed`), creates posts and starts
 one `tally serve`. Then it alternates wrk runs between the backends (embedded,
@@ -28,6 +32,7 @@ OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
 REDIS = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TALLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 BIN = os.environ.get("TALLY_BIN") or str(ROOT / "target/release/tally")
+COMPARE = sys.argv[sys.argv.index("--compare") + 1] if "--compare" in sys.argv else None
 ENV = dict(os.environ, TALLY_RATE_LIMITS__USER_WRITES_PER_SEC="0", RUST_LOG="warn",
            TALLY_RECONCILE_INTERVAL_SECS="0")
 
@@ -90,17 +95,18 @@ def metrics(base):
 
 
 class Backend:
-    def __init__(self, name, work, extra_args):
+    def __init__(self, name, work, extra_args, bin=None):
         self.name, self.work, self.args = name, work, extra_args
+        self.bin = bin or BIN
         self.data = work / name
         self.proc = None
 
     def cli(self, *args, env=None):
-        return subprocess.run([BIN, *args, "--data-dir", str(self.data), *self.args], check=True,
+        return subprocess.run([self.bin, *args, "--data-dir", str(self.data), *self.args], check=True,
                               capture_output=True, text=True, env=env or ENV)
 
     def serve(self, env=None):
-        self.proc = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), *self.args],
+        self.proc = subprocess.Popen([self.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), *self.args],
                                      stdout=subprocess.PIPE, env=env or ENV, text=True)
         line = self.proc.stdout.readline()
         assert line.startswith("tally listening on "), f"{self.name} did not start: {line!r}"
@@ -174,6 +180,26 @@ def redis_backlog(prefix):
     return total
 
 
+def write_behind_drain(prod, prefix, results):
+    """The write-behind alone: likes pile up with no worker, then `tally worker` drains them."""
+    prod.stop()
+    prod.serve(env=dict(ENV, TALLY_SYNC__IN_PROCESS="false"))
+    cfg = dict(CFG)
+    CFG["duration"] = cfg["drain_load"]
+    wrk(prod.base, prod.work / f"{prod.name}.tokens", prod.posts[0])
+    CFG["duration"] = cfg["duration"]
+    pending = redis_backlog(prefix)
+    started = time.time()
+    worker = subprocess.Popen([BIN, "worker", "--data-dir", str(prod.data), *prod.args], env=ENV)
+    while redis_backlog(prefix) > 0:
+        time.sleep(0.05)
+    drain_s = time.time() - started
+    worker.send_signal(signal.SIGTERM); worker.wait(timeout=60)
+    results["write_behind_drain"] = {"events": pending, "seconds": round(drain_s, 2),
+                                     "rows_per_sec": round(pending / drain_s, 1) if drain_s else None}
+    log(f"write-behind drained {pending} events in {drain_s:.2f}s")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     build_release()
@@ -181,6 +207,14 @@ def main():
     tenant = Tenant()
     prefix, prod_args = tenant.prefix, tenant.args
     backends = [Backend("embedded", work, []), Backend("redis_pg", work, prod_args)]
+    tenants = [tenant]
+    if COMPARE:
+        # Each build on each backend, with stores of its own; runs alternate
+        # over all four so that they share the machine's noise.
+        other = Tenant()
+        tenants.append(other)
+        backends = [Backend("embedded@before", work, [], COMPARE), Backend("embedded@after", work, []),
+                    Backend("redis_pg@before", work, other.args, COMPARE), Backend("redis_pg@after", work, prod_args)]
     png(work / "post.png")
     results = {}
     try:
@@ -206,7 +240,7 @@ def main():
                 elapsed = time.time() - started
                 after = metrics(b.base)
                 stop.set(); t.join()
-                if b.name == "redis_pg":
+                if b.name.startswith("redis_pg"):
                     r["sync_rows_per_sec"] = round((after.get("tally_sync_events_total", 0) - before.get("tally_sync_events_total", 0)) / elapsed, 1)
                     lags = [s[0] for s in samples]
                     r["sync_lag_max_s"] = max(lags, default=0.0)
@@ -224,40 +258,31 @@ def main():
             results[b.name]["median"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             results[b.name].pop("lag_samples")
 
-        # The write-behind alone: pile up likes with no worker, then drain.
-        prod = backends[1]
-        prod.stop()
-        prod.serve(env=dict(ENV, TALLY_SYNC__IN_PROCESS="false"))
-        cfg = dict(CFG)
-        CFG["duration"] = cfg["drain_load"]
-        wrk(prod.base, work / "redis_pg.tokens", prod.posts[0])
-        CFG["duration"] = cfg["duration"]
-        pending = redis_backlog(prefix)
-        started = time.time()
-        worker = subprocess.Popen([BIN, "worker", "--data-dir", str(prod.data), *prod.args], env=ENV)
-        while redis_backlog(prefix) > 0:
-            time.sleep(0.05)
-        drain_s = time.time() - started
-        worker.send_signal(signal.SIGTERM); worker.wait(timeout=60)
-        results["write_behind_drain"] = {"events": pending, "seconds": round(drain_s, 2),
-                                         "rows_per_sec": round(pending / drain_s, 1) if drain_s else None}
-        log(f"write-behind drained {pending} events in {drain_s:.2f}s")
+        if COMPARE:
+            for backend in ("embedded", "redis_pg"):
+                before = results[f"{backend}@before"]["median"]["likes_per_sec"]
+                after = results[f"{backend}@after"]["median"]["likes_per_sec"]
+                results[f"{backend}_after_over_before"] = round(after / before, 3)
+        else:
+            write_behind_drain(backends[1], prefix, results)
     finally:
         for b in backends:
             b.stop()
-        tenant.drop()
+        for t in tenants:
+            t.drop()
         subprocess.run(["rm", "-rf", str(work)])
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     doc = {
-        "benchmark": "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs",
-        "command": "bench/like_http.py" + (" --smoke" if SMOKE else ""),
+        "benchmark": "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs"
+                     + (f"; two builds ({COMPARE} before, this tree after)" if COMPARE else ""),
+        "command": "bench/like_http.py" + (" --smoke" if SMOKE else "") + (f" --compare {COMPARE}" if COMPARE else ""),
         "config": CFG,
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()},
         "results": results,
     }
-    (OUT / "like-http.json").write_text(json.dumps(doc, indent=2))
-    print(json.dumps({k: v.get("median", v) for k, v in results.items()}, indent=1))
+    (OUT / ("like-http-compare.json" if COMPARE else "like-http.json")).write_text(json.dumps(doc, indent=2))
+    print(json.dumps({k: v.get("median", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The raw ceiling of the like script: redis-benchmark running EVALSHA of the
-exact script Tally runs (crates/tally/src/store/production/like.lua), with a
+exact script Tally runs (crates/tally-store/src/production/like.lua), with a
 random user per call, so almost every call changes state and appends to the
 stream, as a real like does.
 
@@ -27,7 +27,7 @@ def redis(*args):
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    sha = redis("SCRIPT", "LOAD", (ROOT / "crates/tally/src/store/production/like.lua").read_text())
+    sha = redis("SCRIPT", "LOAD", (ROOT / "crates/tally-store/src/production/like.lua").read_text())
     prefix = "ceiling_" + os.urandom(4).hex()
     keys = [f"{prefix}:{{p0}}:post:1:n", f"{prefix}:{{p0}}:post:1:u", f"{prefix}:{{p0}}:events", f"{prefix}:{{p0}}:seq"]
     results = {}

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-
-use crate::config::LogFormat;
+use tally_server::config::LogFormat;
+use tally_store::production::Durability;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,12 +54,14 @@ pub struct CommonFlags {
 
     /// When a like is acknowledged: after Redis (fast) or after the
     /// PostgreSQL commit (strict) [default: fast].
-    #[arg(long, global = true, env = "TALLY_DURABILITY", value_enum)]
+    #[arg(long, global = true, env = "TALLY_DURABILITY", value_parser = durability_parser())]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub durability: Option<crate::store::production::Durability>,
+    pub durability: Option<Durability>,
 
     /// Log format [default: text].
-    #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "TALLY_LOG_FORMAT",
+        value_parser = PossibleValuesParser::new(["text", "json"])
+            .try_map(|s| s.parse::<LogFormat>()))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }
@@ -128,7 +131,7 @@ pub struct SeedFlags {
     /// How many users to create.
     #[arg(long)]
     pub count: u64,
-    /// Username prefix; users are named {prefix}{n}.
+    /// Username prefix; users are named PREFIX0, PREFIX1, and so on.
     #[arg(long, default_value = "load_")]
     pub prefix: String,
     /// Write one line per user, `{id} {token}`, to this file.
@@ -215,4 +218,50 @@ pub struct BenchFlags {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--durability`'s values, with the promise of each (the store's
+/// `Durability` knows nothing of clap).
+fn durability_parser() -> impl TypedValueParser<Value = Durability> {
+    PossibleValuesParser::new([
+        PossibleValue::new("fast").help(
+            "After Redis applied the like (and queued its event). Redis's own persistence \
+             bounds what a Redis crash can lose",
+        ),
+        PossibleValue::new("strict")
+            .help("After PostgreSQL committed the event (batched by the write-behind)"),
+    ])
+    .try_map(|s| s.parse::<Durability>())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_durability_has_a_flag_value() {
+        for d in Durability::ALL {
+            let cli = Cli::try_parse_from(["tally", "--durability", d.as_str(), "migrate"])
+                .expect("parses");
+            assert_eq!(cli.common.durability, Some(d));
+        }
+        assert!(Cli::try_parse_from(["tally", "--durability", "eventual", "migrate"]).is_err());
+    }
+
+    #[test]
+    fn seed_help_names_the_users_in_full() {
+        let help = Cli::command()
+            .find_subcommand_mut("users")
+            .and_then(|u| u.find_subcommand_mut("seed"))
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("PREFIX0, PREFIX1"), "{help}");
+    }
 }

@@ -1,19 +1,24 @@
 //! The `tally` binary: parse flags, load settings, start logging, dispatch.
-//! Everything else lives in the library.
+//! Everything else lives in the library crates (docs/ARCHITECTURE.md):
+//! `tally-server` serves, `tally-bench` drives load, `tally-store` stores.
+
+mod bench_cli;
+mod cli;
 
 use anyhow::Context;
 use clap::Parser;
+use tally_server::config::Settings;
+use tally_server::startup::{self, Application};
+use tally_store::accounts;
 
-use tally::cli::{Cli, Command, UsersCommand};
-use tally::config::Settings;
-use tally::startup::{self, Application};
+use crate::cli::{Cli, Command, UsersCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings =
         Settings::load(cli.config.as_deref(), &cli.overrides()).context("loading settings")?;
-    tally::telemetry::init_tracing(settings.log_format);
+    tally_server::telemetry::init_tracing(settings.log_format);
 
     match cli.command {
         Command::Serve(_) => {
@@ -36,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
                 .context("running the write-behind")?;
         }
         Command::Bench(flags) => {
-            let report = tally::loadgen::run_from_cli(&settings, &flags)
+            let report = bench_cli::run_from_cli(&settings, &flags)
                 .await
                 .context("running the benchmark")?;
             if report.consistency.verdict != "exact" {
@@ -54,19 +59,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Users(UsersCommand::Seed(flags)) => {
             let started = std::time::Instant::now();
-            let seeded = startup::seed(
-                &settings,
-                &flags.prefix,
-                flags.count,
-                flags.tokens_out.as_deref(),
-            )
-            .await
-            .context("seeding users")?;
+            let seeded = startup::seed_users(&settings, &flags.prefix, flags.count)
+                .await
+                .context("seeding users")?;
+            if let Some(path) = &flags.tokens_out {
+                accounts::write_tokens(path, &seeded.tokens).context("writing tokens")?;
+            }
+            let users = seeded.users;
             println!(
                 "created {} users (ids {}..={}) in {:.2}s",
-                seeded.count,
-                seeded.first_id,
-                seeded.first_id + seeded.count as i64 - 1,
+                users.count,
+                users.first_id,
+                users.first_id + users.count as i64 - 1,
                 started.elapsed().as_secs_f64()
             );
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::Value;
-use tally::config::Settings;
+use tally_server::config::Settings;
 
 use crate::helpers::all_pages;
 use crate::nodes::{Load, Node, create_post, seed};

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
-use tally::config::Settings;
-use tally::startup::Application;
-use tally::state::AppState;
+use tally_client::LikeVerb;
+use tally_server::config::Settings;
+use tally_server::startup::Application;
+use tally_server::state::AppState;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -140,13 +141,17 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server");
+            tokio::time::timeout(Duration::from_secs(120), server)
+                .await
+                .expect("the app stops within 120 s")
+                .expect("server task")
+                .expect("server");
         }
     }
 
     /// Connections to this app's Redis and PostgreSQL (production backend).
-    pub async fn production(&self) -> tally::store::production::Production {
-        tally::store::production::Production::connect(
+    pub async fn production(&self) -> tally_store::production::Production {
+        tally_store::production::Production::connect(
             self.settings
                 .redis_url
                 .as_deref()
@@ -169,10 +174,15 @@ impl TestApp {
         }
         let mut p = self.production().await;
         let drained =
-            tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+            tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
                 .await
                 .expect("read backlog");
         assert!(drained, "write-behind did not drain in 60 s");
+    }
+
+    /// The typed client of this app.
+    pub fn api(&self) -> tally_client::Api {
+        tally_client::Api::with_client(self.client.clone(), &self.base)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -215,43 +225,29 @@ impl TestApp {
 
     /// Creates `n` users in bulk (the `tally users seed` path) with tokens.
     pub async fn seed_users(&self, n: u64) -> Vec<TestUser> {
-        let seeded = self
-            .state
-            .catalog
-            .seed_users("seed_", n)
-            .await
-            .expect("seed users");
-        (0..n)
-            .map(|i| {
-                let id = seeded.first_id + i as i64;
-                let (token, _) = self
-                    .state
-                    .tokens
-                    .issue(id, &format!("seed_{i}"))
-                    .expect("token");
-                TestUser { id, token }
-            })
-            .collect()
+        tally_store::accounts::seed_users(
+            self.state.catalog.as_ref(),
+            self.state.tokens.clone(),
+            "seed_",
+            n,
+        )
+        .await
+        .expect("seed users")
+        .tokens
+        .into_iter()
+        .map(|(id, token)| TestUser { id, token })
+        .collect()
     }
 
     pub async fn upload(&self, token: Option<&str>, image: Vec<u8>, caption: &str) -> Response {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "image",
-                reqwest::multipart::Part::bytes(image).file_name("upload.bin"),
-            )
-            .text("caption", caption.to_owned());
         // Not reused afterwards: a rejected upload is answered before its
         // body is read, and the server then drops the connection.
-        let mut req = self
-            .client
-            .post(self.url("/v1/posts"))
+        self.api()
+            .upload_request(token, image, "upload.bin", caption)
             .header("connection", "close")
-            .multipart(form);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.expect("request")
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Creates a post with a small PNG and returns its id.
@@ -273,39 +269,34 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A like operation, answered as it came (tests read errors too).
+    pub async fn like_verb(&self, user: &TestUser, post: i64, verb: LikeVerb) -> Response {
+        self.api()
+            .like_request(&user.token, post, verb)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn like(&self, user: &TestUser, post: i64) -> Response {
-        self.like_op(
-            reqwest::Method::PUT,
-            &format!("/v1/posts/{post}/like"),
-            &user.token,
-        )
-        .await
+        self.like_verb(user, post, LikeVerb::Like).await
     }
 
     pub async fn unlike(&self, user: &TestUser, post: i64) -> Response {
-        self.like_op(
-            reqwest::Method::DELETE,
-            &format!("/v1/posts/{post}/like"),
-            &user.token,
-        )
-        .await
+        self.like_verb(user, post, LikeVerb::Unlike).await
     }
 
     pub async fn toggle(&self, user: &TestUser, post: i64) -> Response {
-        self.like_op(
-            reqwest::Method::POST,
-            &format!("/v1/posts/{post}/like/toggle"),
-            &user.token,
-        )
-        .await
+        self.like_verb(user, post, LikeVerb::Toggle).await
     }
 
     pub async fn get_post(&self, viewer: Option<&TestUser>, post: i64) -> Value {
-        let mut req = self.client.get(self.url(&format!("/v1/posts/{post}")));
-        if let Some(v) = viewer {
-            req = req.bearer_auth(&v.token);
-        }
-        let r = req.send().await.expect("request");
+        let r = self
+            .api()
+            .post_request(viewer.map(|v| v.token.as_str()), post)
+            .send()
+            .await
+            .expect("request");
         assert_eq!(r.status(), StatusCode::OK);
         r.json().await.expect("json")
     }
@@ -393,5 +384,5 @@ pub fn encode(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
 
 /// A tiny PNG whose header claims `width`×`height` pixels.
 pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    tally::images::fixtures::png_claiming(width, height)
+    tally_server::images::fixtures::png_claiming(width, height)
 }

@@ -3,9 +3,8 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use tally_client::{LiveSocket, Next};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp};
@@ -16,47 +15,30 @@ backend_tests!(
     websocket_rejects_bad_messages,
 );
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(app: &TestApp) -> Ws {
-    let url = format!("{}/v1/live", app.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect")
-        .0
+async fn connect(app: &TestApp) -> LiveSocket {
+    LiveSocket::connect(&app.base).await.expect("connect")
 }
 
-async fn send(ws: &mut Ws, msg: Value) {
-    ws.send(Message::Text(msg.to_string().into()))
-        .await
-        .expect("send");
+async fn send(ws: &mut LiveSocket, msg: Value) {
+    ws.send(&msg).await.expect("send");
 }
 
-/// The next JSON message, or `None` after `wait`.
-async fn next(ws: &mut Ws, wait: Duration) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(wait, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
+/// The next message within `wait`; a closed socket fails the test (it is
+/// not the same as silence).
+async fn next(ws: &mut LiveSocket, wait: Duration) -> Option<Value> {
+    match ws.next(wait).await {
+        Next::Message(m) => Some(m),
+        Next::TimedOut => None,
+        Next::Closed => panic!("the server closed the live socket"),
     }
 }
 
 /// Waits for a `likeCount` of `post` equal to `count`.
-async fn expect_count(ws: &mut Ws, post: i64, count: i64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Some(m) = next(ws, Duration::from_secs(5)).await
-            && m["type"] == "likeCount"
-            && m["postId"] == post
-            && m["likeCount"] == count
-        {
-            return;
-        }
-    }
-    panic!("no likeCount {count} for post {post}");
+async fn expect_count(ws: &mut LiveSocket, post: i64, count: i64) {
+    assert!(
+        ws.wait_for_count(post, count, Duration::from_secs(5)).await,
+        "no likeCount {count} for post {post}"
+    );
 }
 
 async fn websocket_subscribers_see_counts_change(backend: Backend) {
@@ -115,7 +97,7 @@ async fn websocket_bursts_are_coalesced(backend: Backend) {
 async fn websocket_rejects_bad_messages(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut ws = connect(&app).await;
-    ws.send(Message::Text("{nope".into())).await.expect("send");
+    ws.send_text("{nope").await.expect("send");
     let err = next(&mut ws, Duration::from_secs(2))
         .await
         .expect("an error reply");

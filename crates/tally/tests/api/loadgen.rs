@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tally::loadgen::{self, BenchConfig};
+use tally_bench::{self as loadgen, BenchConfig};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp};
@@ -96,8 +96,7 @@ async fn the_proof_catches_a_missing_like(backend: Backend) {
     ledger.answered(users[1].id, post, true);
     let tokens: Vec<_> = users.iter().map(|u| (u.id, u.token.clone())).collect();
     let c = loadgen::prove(
-        &app.client,
-        &app.base,
+        &app.api(),
         &tokens,
         &[post],
         &ledger,

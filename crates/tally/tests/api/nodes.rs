@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{Client, StatusCode};
-use serde_json::Value;
-use tally::config::Settings;
+use reqwest::Client;
+use tally_bench::Pair;
+use tally_client::{Api, LikeVerb};
+use tally_server::config::Settings;
 
 use crate::helpers::png;
 
@@ -75,10 +76,18 @@ impl Node {
         node_env(&mut cmd, settings);
         let mut child = cmd.spawn().expect("spawn tally serve");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read stdout");
+        // Read on a thread, so that a node that never starts fails the test
+        // after a minute instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = (child.kill(), child.wait());
+            panic!("tally serve printed nothing within 60 s");
+        };
         let base = line
             .trim()
             .strip_prefix("tally listening on ")
@@ -112,64 +121,25 @@ pub fn seed(settings: &Settings, data_dir: &Path, count: u64) -> Vec<(i64, Strin
         .args(backend_args(settings));
     node_env(&mut cmd, settings);
     assert!(cmd.status().expect("run tally users seed").success());
-    std::fs::read_to_string(&tokens)
-        .expect("tokens file")
-        .lines()
-        .map(|l| {
-            let (id, token) = l.split_once(' ').expect("id token");
-            (id.parse().expect("id"), token.to_owned())
-        })
-        .collect()
+    tally_store::accounts::read_tokens(&tokens).expect("tokens file")
 }
 
 pub async fn create_post(client: &Client, base: &str, token: &str) -> i64 {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(png(8, 8)).file_name("p.png"),
-        )
-        .text("caption", "load");
-    let r = client
-        .post(format!("{base}/v1/posts"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
+    Api::with_client(client.clone(), base)
+        .upload(token, png(8, 8), "p.png", "load")
         .await
-        .expect("upload");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("id")
+        .expect("upload")
 }
 
-/// What the load saw for one (user, post).
-#[derive(Default, Clone, Copy, Debug)]
-pub struct Seen {
-    /// The last answered state.
-    pub acked: Option<bool>,
-    /// The state a request asked for when its answer never came.
-    pub in_flight: Option<bool>,
-}
-
-impl Seen {
-    /// Whether `actual` is a state the answers allow.
-    pub fn allows(&self, actual: bool) -> bool {
-        match (self.acked, self.in_flight) {
-            (acked, Some(pending)) => actual == pending || actual == acked.unwrap_or(false),
-            (Some(acked), None) => actual == acked,
-            (None, None) => !actual,
-        }
-    }
-}
-
-pub type Ledger = HashMap<(i64, i64), Seen>;
+/// What the load saw, per (user, post): the load generator's ledger.
+pub type Ledger = HashMap<(i64, i64), Pair>;
 
 /// Random likes and unlikes from every user on the posts, spread over the
 /// nodes' URLs, until `stop` is set. A user stops at its first failed
 /// request (its outcome is then unknown and recorded as in flight) unless
 /// `keep_going`, in which case failures are retried on the next node.
 pub struct Load {
-    pub ledger: Arc<Mutex<Ledger>>,
+    pub ledger: Arc<tally_bench::Ledger>,
     pub answered: Arc<AtomicU64>,
     pub stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -183,7 +153,7 @@ impl Load {
         posts: &[i64],
         keep_going: bool,
     ) -> Self {
-        let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        let ledger: Arc<tally_bench::Ledger> = Arc::default();
         let answered = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -195,34 +165,25 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     let post = posts[rand::random_range(0..posts.len())];
                     let like = rand::random_bool(0.6);
-                    ledger
-                        .lock()
-                        .expect("ledger")
-                        .entry((user, post))
-                        .or_default()
-                        .in_flight = Some(like);
-                    let method = if like {
-                        reqwest::Method::PUT
+                    let verb = if like {
+                        LikeVerb::Like
                     } else {
-                        reqwest::Method::DELETE
+                        LikeVerb::Unlike
                     };
-                    let base = &bases[node % bases.len()];
-                    let result = client
-                        .request(method, format!("{base}/v1/posts/{post}/like"))
-                        .bearer_auth(&token)
-                        .send()
-                        .await;
-                    let body = match result {
-                        Ok(r) if r.status() == StatusCode::OK => r.json::<Value>().await.ok(),
-                        _ => None,
+                    let api = Api::with_client(client.clone(), &bases[node % bases.len()]);
+                    let body = match api.like(&token, post, verb).await {
+                        Ok(answer) => Some(answer),
+                        Err(_) => {
+                            // May have landed: allowed either way until a
+                            // later answer for the pair settles it.
+                            ledger.unknown(user, post, verb);
+                            None
+                        }
                     };
                     match body {
-                        Some(body) => {
-                            assert_eq!(body["liked"].as_bool(), Some(like));
-                            let mut ledger = ledger.lock().expect("ledger");
-                            let seen = ledger.entry((user, post)).or_default();
-                            seen.acked = Some(like);
-                            seen.in_flight = None;
+                        Some(answer) => {
+                            assert_eq!(answer.liked, like);
+                            ledger.answered(user, post, like);
                             answered.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
@@ -247,10 +208,16 @@ impl Load {
         }
     }
 
-    /// Waits until `n` more answers arrived.
+    /// Waits until `n` more answers arrived (fails after two minutes).
     pub async fn wait_answers(&self, n: u64) {
         let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while self.answered.load(Ordering::Relaxed) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the load got {} of {target} answers in 120 s",
+                self.answered.load(Ordering::Relaxed)
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -258,8 +225,11 @@ impl Load {
     pub async fn finish(self) -> Ledger {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
-            task.await.expect("load task");
+            tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .expect("the load stops within 120 s")
+                .expect("load task");
         }
-        self.ledger.lock().expect("ledger").clone()
+        self.ledger.snapshot()
     }
 }

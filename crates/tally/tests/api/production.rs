@@ -10,8 +10,8 @@ use futures::future::join_all;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use sqlx::{PgPool, Row};
-use tally::config::Settings;
-use tally::store::production::{Durability, Production, reconcile};
+use tally_server::config::Settings;
+use tally_store::production::{Durability, Production, reconcile};
 
 use crate::helpers::{
     Backend, TestApp, answer, test_admin_database_url, test_redis_url, use_redis_pg,
@@ -42,7 +42,7 @@ async fn connect(s: &Settings) -> Production {
 async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
     let mut p = connect(s).await;
     assert!(
-        tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+        tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
             .await
             .expect("backlog"),
         "write-behind did not drain"
@@ -194,7 +194,7 @@ async fn two_nodes_count_exactly_and_agree_after_the_drain() {
 
     let mut p = connect(&s).await;
     assert!(
-        tally::store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
+        tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
             .await
             .expect("drain")
     );
@@ -260,7 +260,7 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
         .expect("readyz");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let mut p = connect_redis_only(&s).await;
-    let backlog = tally::store::production::sync::backlog(&mut p.0, &p.1)
+    let backlog = tally_store::production::sync::backlog(&mut p.0, &p.1)
         .await
         .expect("backlog");
     assert!(
@@ -285,15 +285,12 @@ fn load_failures(ledger: &Ledger) -> usize {
 /// Redis alone, for looking at the backlog while PostgreSQL is down.
 async fn connect_redis_only(
     s: &Settings,
-) -> (
-    redis::aio::ConnectionManager,
-    tally::store::production::Keys,
-) {
+) -> (redis::aio::ConnectionManager, tally_store::production::Keys) {
     let client = redis::Client::open(s.redis_url.as_deref().expect("redis")).expect("client");
     let conn = client.get_connection_manager().await.expect("redis");
     (
         conn,
-        tally::store::production::Keys::new(&s.production.key_prefix, s.production.partitions),
+        tally_store::production::Keys::new(&s.production.key_prefix, s.production.partitions),
     )
 }
 
@@ -521,7 +518,7 @@ async fn a_separate_worker_process_applies_the_backlog() {
     join_all(users.iter().map(|u| app.like(u, post))).await;
     let mut p = app.production().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let backlog = tally::store::production::sync::backlog(&mut p.redis, &p.keys)
+    let backlog = tally_store::production::sync::backlog(&mut p.redis, &p.keys)
         .await
         .expect("backlog");
     assert_eq!(backlog, 30, "no worker runs in the API node");

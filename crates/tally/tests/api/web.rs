@@ -32,7 +32,11 @@ async fn client_is_served_with_caching_and_a_content_security_policy() {
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .collect();
-    let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web/js")).unwrap();
+    let modules = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tally-server/web/js"
+    ))
+    .unwrap();
     for module in modules {
         let name = module.unwrap().file_name().into_string().unwrap();
         let url = format!("/app/js/{name}");

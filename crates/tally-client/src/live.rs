@@ -1,0 +1,113 @@
+//! The live WebSocket (`/v1/live`, docs/LIVE.md): subscribe to posts, read
+//! `likeCount` pushes.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::PostId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// What [`LiveSocket::next`] saw: a message, nothing in time, or the end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// A JSON message from the server.
+    Message(Value),
+    /// Nothing arrived within the wait; the socket is still open.
+    TimedOut,
+    /// The server closed the socket, or it broke.
+    Closed,
+}
+
+impl Next {
+    /// The message, if one came.
+    pub fn message(self) -> Option<Value> {
+        match self {
+            Self::Message(v) => Some(v),
+            Self::TimedOut | Self::Closed => None,
+        }
+    }
+}
+
+/// One connection to `/v1/live`.
+pub struct LiveSocket {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl LiveSocket {
+    /// Connects to the Tally at `base` (`http://host:port`).
+    pub async fn connect(base: &str) -> Result<Self, LiveError> {
+        let url = format!("{}/v1/live", base.replacen("http", "ws", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    /// Starts watching `posts`; the server answers with their counts.
+    pub async fn subscribe(&mut self, posts: &[PostId]) -> Result<(), LiveError> {
+        self.send(&json!({"type": "subscribe", "postIds": posts}))
+            .await
+    }
+
+    pub async fn unsubscribe(&mut self, posts: &[PostId]) -> Result<(), LiveError> {
+        self.send(&json!({"type": "unsubscribe", "postIds": posts}))
+            .await
+    }
+
+    /// Sends any JSON message (tests send malformed ones on purpose).
+    pub async fn send(&mut self, msg: &Value) -> Result<(), LiveError> {
+        self.send_text(&msg.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<(), LiveError> {
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// The next JSON message, waiting at most `wait` in all. Frames that
+    /// are not JSON text (pings, binary) are skipped.
+    pub async fn next(&mut self, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Next::TimedOut,
+                Ok(None | Some(Err(_))) => return Next::Closed,
+                Ok(Some(Ok(Message::Close(_)))) => return Next::Closed,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if let Ok(v) = serde_json::from_str(&text) {
+                        return Next::Message(v);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a push of `post` at exactly `count`,
+    /// skipping other messages. False when it did not come in time.
+    pub async fn wait_for_count(&mut self, post: PostId, count: i64, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Next::Message(m)
+                    if m["type"] == "likeCount"
+                        && m["postId"] == post
+                        && m["likeCount"] == count =>
+                {
+                    return true;
+                }
+                Next::Message(_) => {}
+                Next::TimedOut | Next::Closed => return false,
+            }
+        }
+    }
+}

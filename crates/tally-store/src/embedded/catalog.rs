@@ -1,0 +1,224 @@
+//! Users, posts and likers on SQLite.
+
+use async_trait::async_trait;
+use rand::RngCore;
+use sqlx::{Row, SqlitePool};
+
+use crate::domain::{PostId, Username};
+use crate::{Catalog, Liker, LikerCursor, NewPost, PostRecord, SeededUsers, StoreError, User};
+use crate::{NO_LOGIN_HASH, now_ms};
+
+/// The SQLite implementation of [`Catalog`].
+#[derive(Clone)]
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+}
+
+impl SqliteCatalog {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+/// A post query: the columns [`post_from_row`] reads, then `$tail`.
+macro_rules! post_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT p.id, p.author_id, u.username, p.caption, p.image_file, p.thumb_file, ",
+            "p.width, p.height, p.created_at FROM posts p JOIN users u ON u.id = p.author_id ",
+            $tail
+        )
+    };
+}
+
+fn post_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PostRecord, sqlx::Error> {
+    Ok(PostRecord {
+        id: row.try_get(0)?,
+        author: User {
+            id: row.try_get(1)?,
+            username: row.try_get(2)?,
+        },
+        caption: row.try_get(3)?,
+        image_file: row.try_get(4)?,
+        thumb_file: row.try_get(5)?,
+        width: row.try_get(6)?,
+        height: row.try_get(7)?,
+        created_at_ms: row.try_get(8)?,
+    })
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: &str,
+    ) -> Result<User, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(username.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok(row) => Ok(User {
+                id: row.try_get(0)?,
+                username: username.as_str().to_owned(),
+            }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::UsernameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+        let row = sqlx::query("SELECT id, username, password_hash FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                User {
+                    id: r.try_get(0)?,
+                    username: r.try_get(1)?,
+                },
+                r.try_get(2)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn seed_users(&self, prefix: &str, count: u64) -> Result<SeededUsers, StoreError> {
+        // One statement generates all rows inside SQLite: a million users
+        // take seconds instead of a million round trips.
+        let mut tx = self.pool.begin().await?;
+        let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM users")
+            .fetch_one(&mut *tx)
+            .await?;
+        let result = sqlx::query(
+            "WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n + 1 < ?) \
+             INSERT INTO users (id, username, password_hash, created_at) \
+             SELECT ? + n, ? || n, ?, ? FROM seq",
+        )
+        .bind(count as i64)
+        .bind(first)
+        .bind(prefix)
+        .bind(NO_LOGIN_HASH)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(SeededUsers {
+            first_id: first,
+            count,
+        })
+    }
+
+    async fn create_post(&self, post: NewPost) -> Result<PostRecord, StoreError> {
+        let created_at = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO posts (author_id, caption, image_file, thumb_file, width, height, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(post.author)
+        .bind(&post.caption)
+        .bind(&post.image_file)
+        .bind(&post.thumb_file)
+        .bind(post.width)
+        .bind(post.height)
+        .bind(created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        let id: PostId = row.try_get(0)?;
+        self.post(id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("post {id} vanished after insert")))
+    }
+
+    async fn post(&self, id: PostId) -> Result<Option<PostRecord>, StoreError> {
+        let row = sqlx::query(post_select!("WHERE p.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(post_from_row).transpose()?)
+    }
+
+    async fn posts_page(
+        &self,
+        before: Option<PostId>,
+        limit: u32,
+    ) -> Result<Vec<PostRecord>, StoreError> {
+        let rows = sqlx::query(post_select!("WHERE p.id < ? ORDER BY p.id DESC LIMIT ?"))
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(post_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn likers_page(
+        &self,
+        post: PostId,
+        after: Option<LikerCursor>,
+        limit: u32,
+    ) -> Result<Vec<Liker>, StoreError> {
+        let (at, user) = after.map_or((i64::MAX, i64::MAX), |c| (c.liked_at_ms, c.user_id));
+        let rows = sqlx::query(
+            "SELECT l.user_id, u.username, l.liked_at FROM likes l \
+             JOIN users u ON u.id = l.user_id \
+             WHERE l.post_id = ? AND (l.liked_at, l.user_id) < (?, ?) \
+             ORDER BY l.liked_at DESC, l.user_id DESC LIMIT ?",
+        )
+        .bind(post)
+        .bind(at)
+        .bind(user)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Liker {
+                    user: User {
+                        id: r.try_get(0)?,
+                        username: r.try_get(1)?,
+                    },
+                    liked_at_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn signing_secrets(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut secret = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        // Only the first node to start creates the key; the rest read it.
+        sqlx::query(
+            "INSERT INTO signing_keys (secret, created_at) \
+             SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+        )
+        .bind(&secret)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT secret FROM signing_keys ORDER BY id DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

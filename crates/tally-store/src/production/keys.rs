@@ -1,0 +1,110 @@
+//! The Redis key layout, in one place.
+//!
+//! Every key of a post carries the hash tag of its partition (`{p17}`), so
+//! the like script touches one Redis Cluster slot, and the partition's
+//! stream and counters live in the same slot as its posts. Every key starts
+//! with a configurable prefix so tenants and tests never collide.
+//!
+//! ```text
+//! {prefix}:{p17}:post:123:n     count (its presence marks the post as loaded)
+//! {prefix}:{p17}:post:123:u     likers set
+//! {prefix}:{p17}:events         the partition's stream (the outbox)
+//! {prefix}:{p17}:seq            last version handed out in the partition
+//! {prefix}:{p17}:applied        highest version committed to PostgreSQL
+//! {prefix}:{p17}:lease          which node applies the partition now
+//! ```
+
+use crate::domain::PostId;
+
+/// The consumer group of the write-behind.
+pub const GROUP: &str = "tally-sync";
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u32,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, partitions: u32) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The partition of a post. Fixed at deploy time: changing the number
+    /// of partitions needs a migration of the keys.
+    pub fn partition(&self, post: PostId) -> u32 {
+        (post.unsigned_abs() % u64::from(self.partitions)) as u32
+    }
+
+    fn tag(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}", self.prefix)
+    }
+
+    pub fn count(&self, post: PostId) -> String {
+        format!("{}:post:{post}:n", self.tag(self.partition(post)))
+    }
+
+    pub fn likers(&self, post: PostId) -> String {
+        format!("{}:post:{post}:u", self.tag(self.partition(post)))
+    }
+
+    /// A scratch key for building a post's likers set before swapping it in.
+    pub fn loading(&self, post: PostId, nonce: u64) -> String {
+        format!(
+            "{}:post:{post}:load:{nonce:x}",
+            self.tag(self.partition(post))
+        )
+    }
+
+    pub fn stream(&self, partition: u32) -> String {
+        format!("{}:events", self.tag(partition))
+    }
+
+    pub fn seq(&self, partition: u32) -> String {
+        format!("{}:seq", self.tag(partition))
+    }
+
+    pub fn applied(&self, partition: u32) -> String {
+        format!("{}:applied", self.tag(partition))
+    }
+
+    pub fn lease(&self, partition: u32) -> String {
+        format!("{}:lease", self.tag(partition))
+    }
+
+    /// Lease for the periodic reconciliation (one node at a time).
+    /// The Redis Pub/Sub channel the like script announces changes on.
+    pub fn live_channel(&self) -> String {
+        format!("{}:live", self.prefix)
+    }
+
+    pub fn reconcile_lease(&self) -> String {
+        format!("{}:reconcile:lease", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_post_share_its_partition_tag() {
+        let k = Keys::new("t", 64);
+        assert_eq!(k.partition(130), 2);
+        assert_eq!(k.count(130), "t:{p2}:post:130:n");
+        assert_eq!(k.likers(130), "t:{p2}:post:130:u");
+        assert_eq!(k.stream(2), "t:{p2}:events");
+        assert_eq!(k.seq(2), "t:{p2}:seq");
+    }
+}

@@ -1,0 +1,133 @@
+//! Failover: the node answers likes from PostgreSQL while Redis is
+//! unreachable, and returns to Redis once it is back and the write-behind
+//! has drained what Redis still held.
+//!
+//! Requests switch over by themselves on a refused or broken connection;
+//! [`watch_redis`] switches over on a Redis that hangs (two unanswered
+//! pings) and switches back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::RedisLikes;
+use crate::domain::PostId;
+use crate::production::{Production, sync};
+
+/// Whether an error shows Redis unreachable, so that this node switches to
+/// PostgreSQL. A timeout does not: one slow reply (a stall, or this node's
+/// own queue under a burst) says nothing certain, and the command may still
+/// run, so its caller answers 503 (outcome unknown); the watcher in
+/// `production::watch_redis` switches over when Redis stops answering its
+/// pings.
+pub(super) fn is_unreachable(err: &redis::RedisError) -> bool {
+    !err.is_timeout()
+        && (matches!(
+            err.code(),
+            Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
+        ) || err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error())
+}
+
+impl RedisLikes {
+    pub fn is_redis_down(&self) -> bool {
+        self.redis_down.load(Ordering::Acquire)
+    }
+
+    /// Switches this node to PostgreSQL until Redis is back and drained.
+    pub fn mark_down(&self, err: &redis::RedisError) {
+        if !self.redis_down.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %err, "Redis unreachable: likes go straight to PostgreSQL");
+            metrics::gauge!("tally_redis_fallback").set(1.0);
+        }
+    }
+
+    /// Called by the recovery task once Redis answers again and the stream
+    /// backlog has drained: drops the stale state of posts changed while
+    /// Redis was down (they reload from PostgreSQL on next touch), then
+    /// returns to the fast path.
+    pub async fn recover(&self) -> Result<(), redis::RedisError> {
+        let _no_fallback_in_flight = self.fallback_gate.write().await;
+        let touched: Vec<PostId> = self
+            .touched_while_down
+            .lock()
+            .map(|mut t| t.drain().collect())
+            .unwrap_or_default();
+        let mut redis = self.redis.clone();
+        let mut pipe = redis::pipe();
+        // An empty pipeline is an error ("empty command"): send one PING so
+        // a node that changed nothing while Redis was down still returns.
+        pipe.cmd("PING").ignore();
+        for &post in &touched {
+            pipe.del(self.keys.count(post)).ignore();
+            pipe.del(self.keys.likers(post)).ignore();
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut redis).await {
+            // Put them back: the next attempt must drop them too.
+            if let Ok(mut t) = self.touched_while_down.lock() {
+                t.extend(touched);
+            }
+            return Err(err);
+        }
+        self.redis_down.store(false, Ordering::Release);
+        metrics::gauge!("tally_redis_fallback").set(0.0);
+        tracing::info!(posts = touched.len(), "Redis is back: fast path restored");
+        Ok(())
+    }
+}
+
+/// Pings Redis four times a second. While it is up: two pings in a row
+/// without an answer switch the node to PostgreSQL (a hung Redis; a
+/// refused connection switches requests over by itself). While it is down:
+/// waits for it to answer, for the write-behind to drain what it still
+/// holds, then returns the node to the fast path.
+pub(in crate::production) async fn watch_redis(
+    production: Production,
+    likes: Arc<RedisLikes>,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let mut redis = production.redis.clone();
+    let mut failed_pings = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+        if !likes.is_redis_down() {
+            // Requests only switch over on a refused or broken connection;
+            // a Redis that hangs is seen here: two pings in a row without
+            // an answer (each waits `redis_timeout_ms`).
+            match ping {
+                Ok(_) => failed_pings = 0,
+                Err(err) => {
+                    failed_pings += 1;
+                    if failed_pings >= 2 {
+                        likes.mark_down(&err);
+                    }
+                }
+            }
+            continue;
+        }
+        failed_pings = 0;
+        if ping.is_err() {
+            continue;
+        }
+        match sync::backlog(&mut redis, &production.keys).await {
+            Ok(0) => {
+                if let Err(err) = likes.recover().await {
+                    tracing::warn!(error = %err, "Redis recovery failed; retrying");
+                }
+            }
+            Ok(n) => tracing::info!(
+                backlog = n,
+                "Redis is back; waiting for the write-behind to drain"
+            ),
+            Err(err) => tracing::warn!(error = %err, "Redis recovery check failed"),
+        }
+    }
+}

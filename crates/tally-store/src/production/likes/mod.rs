@@ -1,0 +1,317 @@
+//! The production like path: one Redis round trip per like, PostgreSQL
+//! through the write-behind, and a fallback straight to PostgreSQL while
+//! Redis is unreachable.
+//!
+//! - here: [`RedisLikes`] and its [`Likes`] implementation;
+//! - [`failover`]: when the node switches to PostgreSQL and back;
+//! - [`cold_load`]: a post's likers loaded from PostgreSQL on first touch.
+
+mod cold_load;
+mod failover;
+
+use failover::is_unreachable;
+pub(super) use failover::watch_redis;
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use super::Durability;
+use super::keys::Keys;
+use super::pg;
+use super::scripts;
+use super::sync;
+use crate::domain::{PostId, UserId};
+use crate::now_ms;
+use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
+
+/// The Redis + PostgreSQL implementation of [`Likes`].
+pub struct RedisLikes {
+    redis: ConnectionManager,
+    pg: PgPool,
+    keys: Keys,
+    durability: Durability,
+    /// How long a strict-mode like waits for PostgreSQL before 503.
+    ack_timeout: Duration,
+    /// Redis Pub/Sub channel the like script announces changes on.
+    live_channel: String,
+    /// Set while Redis is unreachable: likes go straight to PostgreSQL.
+    redis_down: AtomicBool,
+    /// Posts changed through PostgreSQL while Redis was down: their Redis
+    /// state is stale and is dropped (to reload) when Redis returns. A std
+    /// mutex: no await while held.
+    touched_while_down: Mutex<HashSet<PostId>>,
+    /// Fallback operations hold it shared; returning to the fast path
+    /// takes it exclusively, so no fallback write is still in flight when
+    /// posts start reloading from PostgreSQL (a load that missed one would
+    /// leave Redis behind PostgreSQL).
+    fallback_gate: tokio::sync::RwLock<()>,
+    /// One cold load per post at a time on this node: a burst of likes on
+    /// a post not yet in Redis waits for one load instead of each running
+    /// its own (thousands of PostgreSQL reads and scratch sets, whose
+    /// queueing pushed Redis calls past their timeout and into fallback).
+    loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl RedisLikes {
+    pub fn new(
+        redis: ConnectionManager,
+        pg: PgPool,
+        keys: Keys,
+        durability: Durability,
+        ack_timeout: Duration,
+    ) -> Self {
+        Self {
+            redis,
+            pg,
+            live_channel: keys.live_channel(),
+            keys,
+            durability,
+            ack_timeout,
+            redis_down: AtomicBool::new(false),
+            touched_while_down: Mutex::new(HashSet::new()),
+            fallback_gate: tokio::sync::RwLock::new(()),
+            loading: DashMap::new(),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn redis_error(&self, err: redis::RedisError) -> StoreError {
+        if err.is_timeout() {
+            StoreError::Unavailable(format!("redis did not answer in time: {err}"))
+        } else if is_unreachable(&err) {
+            self.mark_down(&err);
+            StoreError::Unavailable(format!("redis: {err}"))
+        } else {
+            StoreError::Internal(anyhow::Error::new(err).context("redis"))
+        }
+    }
+
+    /// Runs the like script. `None`: the post is not loaded in Redis.
+    /// Otherwise the outcome and, if it changed, the event's version.
+    async fn apply_redis(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
+        let partition = self.keys.partition(post);
+        let mut redis = self.redis.clone();
+        let started = Instant::now();
+        let (status, count, liked, version): (i64, i64, i64, i64) = scripts::LIKE
+            .key(self.keys.count(post))
+            .key(self.keys.likers(post))
+            .key(self.keys.stream(partition))
+            .key(self.keys.seq(partition))
+            .arg(user)
+            .arg(op.as_str())
+            .arg(post)
+            .arg(now_ms())
+            .arg(&self.live_channel)
+            .invoke_async(&mut redis)
+            .await?;
+        metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
+        if status < 0 {
+            return Ok(None);
+        }
+        let outcome = LikeOutcome {
+            liked: liked == 1,
+            count,
+            changed: status == 1,
+            version: if status == 1 { version } else { 0 },
+        };
+        Ok(Some((outcome, version)))
+    }
+
+    /// Strict mode: waits until the write-behind committed `version` of the
+    /// post's partition to PostgreSQL.
+    async fn wait_applied(&self, post: PostId, version: i64) -> Result<(), StoreError> {
+        if version <= 0 {
+            return Ok(());
+        }
+        let key = self.keys.applied(self.keys.partition(post));
+        let mut redis = self.redis.clone();
+        let deadline = Instant::now() + self.ack_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let applied: Option<i64> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            if applied.unwrap_or(0) >= version {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Unavailable(
+                    "PostgreSQL has not committed this like in time (strict durability); it may still land".into(),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    async fn apply_fallback(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        // Marked before the write: a request cancelled after its commit
+        // must still have the post's Redis state dropped on recovery.
+        if let Ok(mut touched) = self.touched_while_down.lock() {
+            touched.insert(post);
+        }
+        let outcome = pg::apply_direct(&self.pg, post, user, op, now_ms()).await?;
+        metrics::counter!("tally_fallback_likes_total").increment(1);
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Likes for RedisLikes {
+    async fn apply(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        if self.is_redis_down() {
+            let _gate = self.fallback_gate.read().await;
+            // Checked again under the gate: recovery may have just finished.
+            if self.is_redis_down() {
+                return self.apply_fallback(post, user, op).await;
+            }
+        }
+        // A post found unloaded twice in a row is a sign of eviction,
+        // which the deployment must not allow (maxmemory-policy noeviction).
+        for attempt in 0..3 {
+            match self.apply_redis(post, user, op).await {
+                Ok(None) if attempt < 2 => self.load(post).await?,
+                Ok(None) => break,
+                Ok(Some((outcome, version))) => {
+                    // Strict: also a repeat waits, for the change it repeats
+                    // (`version` is then the partition's latest).
+                    if self.durability == Durability::Strict {
+                        self.wait_applied(post, version).await?;
+                    }
+                    return Ok(outcome);
+                }
+                Err(err) if err.is_timeout() => {
+                    return Err(StoreError::Unavailable(
+                        "Redis did not answer in time; the like may still land".into(),
+                    ));
+                }
+                Err(err) if is_unreachable(&err) => {
+                    self.mark_down(&err);
+                    let _gate = self.fallback_gate.read().await;
+                    return self.apply_fallback(post, user, op).await;
+                }
+                Err(err) => {
+                    return Err(StoreError::Internal(
+                        anyhow::Error::new(err).context("like script"),
+                    ));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "post {post} keeps disappearing from Redis (is maxmemory-policy noeviction?)"
+        )))
+    }
+
+    async fn states(
+        &self,
+        posts: &[PostId],
+        viewer: Option<UserId>,
+    ) -> Result<Vec<LikeState>, StoreError> {
+        if posts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.is_redis_down() {
+            return pg::states(&self.pg, posts, viewer).await;
+        }
+        for attempt in 0..2 {
+            // One pipelined round trip for the whole page.
+            let mut pipe = redis::pipe();
+            for &post in posts {
+                pipe.get(self.keys.count(post));
+                pipe.sismember(self.keys.likers(post), viewer.unwrap_or(-1));
+            }
+            let mut redis = self.redis.clone();
+            let replies: Vec<(Option<i64>, bool)> =
+                match pipe.query_async::<Vec<redis::Value>>(&mut redis).await {
+                    Ok(values) => values
+                        .chunks(2)
+                        .map(|pair| {
+                            let count = redis::from_redis_value::<Option<i64>>(pair[0].clone())
+                                .unwrap_or(None);
+                            let member =
+                                redis::from_redis_value::<bool>(pair[1].clone()).unwrap_or(false);
+                            (count, member)
+                        })
+                        .collect(),
+                    // A read may come from PostgreSQL whatever the cause.
+                    Err(err) if err.is_timeout() => {
+                        return pg::states(&self.pg, posts, viewer).await;
+                    }
+                    Err(err) if is_unreachable(&err) => {
+                        self.mark_down(&err);
+                        return pg::states(&self.pg, posts, viewer).await;
+                    }
+                    Err(err) => {
+                        return Err(StoreError::Internal(
+                            anyhow::Error::new(err).context("feed counts"),
+                        ));
+                    }
+                };
+            let cold: Vec<PostId> = posts
+                .iter()
+                .zip(&replies)
+                .filter(|(_, r)| r.0.is_none())
+                .map(|(p, _)| *p)
+                .collect();
+            if cold.is_empty() || attempt == 1 {
+                return Ok(replies
+                    .into_iter()
+                    .map(|(count, member)| LikeState {
+                        count: count.unwrap_or(0),
+                        liked_by_viewer: member && viewer.is_some(),
+                    })
+                    .collect());
+            }
+            for post in cold {
+                match self.load(post).await {
+                    Ok(()) | Err(StoreError::PostNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(StoreError::Internal(anyhow::anyhow!(
+            "unreachable: states loop"
+        )))
+    }
+
+    async fn health(&self) -> Health {
+        if self.is_redis_down() {
+            return Health::Degraded("redis unreachable: serving likes from PostgreSQL".into());
+        }
+        Health::Ready
+    }
+
+    async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let mut redis = self.redis.clone();
+        sync::status(&mut redis, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))
+    }
+}

@@ -1,0 +1,246 @@
+//! The production backend: Redis answers likes, PostgreSQL keeps them.
+//!
+//! - [`likes::RedisLikes`]: one script per like on Redis (dedup, count,
+//!   version, outbox event in one atomic step), PostgreSQL directly while
+//!   Redis is down.
+//! - [`sync::SyncWorker`]: the write-behind from the partition streams to
+//!   PostgreSQL.
+//! - [`reconcile`]: drift detection and repair.
+//! - [`catalog::PgCatalog`]: users, posts and likers on PostgreSQL.
+//!
+//! [`start_background`] spawns the tasks a node runs beside the API: the
+//! write-behind, the Redis recovery watch, the Pub/Sub reader that feeds the
+//! [`ChangeFeed`], and the periodic reconciliation.
+
+pub mod catalog;
+mod durability;
+pub mod keys;
+pub mod likes;
+pub mod pg;
+mod pubsub;
+pub mod reconcile;
+mod scripts;
+pub mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+pub use catalog::PgCatalog;
+pub use durability::Durability;
+pub use keys::Keys;
+pub use likes::RedisLikes;
+pub use sync::{SyncSettings, SyncWorker};
+
+use crate::domain::{PostId, UserId};
+use crate::{ChangeFeed, Stage, StoreError, Tasks};
+
+/// Settings of the production backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "snake_case")]
+pub struct ProductionSettings {
+    /// Prefix of every Redis key: isolates tenants and tests.
+    pub key_prefix: String,
+    /// Partitions (streams, Cluster hash tags). Fixed at deploy time.
+    pub partitions: u32,
+    pub durability: Durability,
+    /// Redis connect and response timeout: past it, Redis counts as down.
+    pub redis_timeout_ms: u64,
+    pub pg_max_connections: u32,
+    pub sync: SyncSettings,
+    /// Seconds between periodic reconciliations (0: off).
+    pub reconcile_interval_secs: u64,
+    /// Whether the periodic reconciliation repairs what it finds.
+    pub reconcile_repair: bool,
+}
+
+impl Default for ProductionSettings {
+    fn default() -> Self {
+        Self {
+            key_prefix: "tally".into(),
+            partitions: 64,
+            durability: Durability::Fast,
+            redis_timeout_ms: 500,
+            pg_max_connections: 16,
+            sync: SyncSettings::default(),
+            reconcile_interval_secs: 300,
+            reconcile_repair: true,
+        }
+    }
+}
+
+/// Connections of the production backend.
+#[derive(Clone)]
+pub struct Production {
+    /// For connections of their own (Pub/Sub).
+    pub client: redis::Client,
+    pub redis: ConnectionManager,
+    pub pg: PgPool,
+    pub keys: Keys,
+    pub settings: ProductionSettings,
+}
+
+impl Production {
+    /// Connects to both stores and migrates PostgreSQL.
+    pub async fn connect(
+        redis_url: &str,
+        database_url: &str,
+        settings: ProductionSettings,
+    ) -> Result<Self, StoreError> {
+        let pg = PgPoolOptions::new()
+            .max_connections(settings.pg_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(database_url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pg)
+            .await
+            .map_err(|e| StoreError::Internal(e.into()))?;
+        let timeout = Duration::from_millis(settings.redis_timeout_ms);
+        let client = redis::Client::open(redis_url).map_err(|e| StoreError::Internal(e.into()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let mut redis = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        scripts::load_all(&mut redis)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        Ok(Self {
+            client,
+            redis,
+            pg,
+            keys: Keys::new(&settings.key_prefix, settings.partitions),
+            settings,
+        })
+    }
+
+    pub fn catalog(&self) -> PgCatalog {
+        PgCatalog::new(self.pg.clone())
+    }
+
+    pub fn likes(&self, ack_timeout: Duration) -> RedisLikes {
+        RedisLikes::new(
+            self.redis.clone(),
+            self.pg.clone(),
+            self.keys.clone(),
+            self.settings.durability,
+            ack_timeout,
+        )
+    }
+
+    /// Who likes `post` according to PostgreSQL (`None`: no such post).
+    pub async fn likers_of(&self, post: PostId) -> Result<Option<Vec<UserId>>, StoreError> {
+        pg::likers_of(&self.pg, post).await
+    }
+
+    /// Who likes `post` according to Redis (empty when not loaded).
+    pub async fn redis_likers_of(&self, post: PostId) -> Result<Vec<UserId>, StoreError> {
+        redis::cmd("SMEMBERS")
+            .arg(self.keys.likers(post))
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))
+    }
+
+    pub fn worker(&self) -> SyncWorker {
+        SyncWorker::new(
+            self.redis.clone(),
+            self.pg.clone(),
+            self.keys.clone(),
+            self.settings.sync.clone(),
+        )
+    }
+}
+
+/// What [`start_background`] runs beside the API.
+pub struct BackgroundParts {
+    /// The node's like path: watched for Redis outages and recoveries.
+    pub likes: Option<Arc<RedisLikes>>,
+    /// Where changes published by every node (Redis Pub/Sub) are announced
+    /// on this node.
+    pub changes: Option<ChangeFeed>,
+    /// Run the write-behind here (else `tally worker` does).
+    pub worker: bool,
+}
+
+/// Spawns the production backend's tasks on `tasks`: the Pub/Sub reader,
+/// the Redis watch and the periodic reconciliation stop with the serving
+/// stage; the write-behind stops last, after finishing its round.
+pub fn start_background(production: &Production, tasks: &Tasks, parts: BackgroundParts) {
+    if let Some(changes) = parts.changes {
+        let (client, channel) = (production.client.clone(), production.keys.live_channel());
+        tasks.spawn(Stage::Serve, "pubsub reader", move |stop| {
+            pubsub::read_changes(client, channel, changes, stop)
+        });
+    }
+    if parts.worker {
+        let worker = production.worker();
+        tasks.spawn(Stage::Persist, "write-behind", move |stop| worker.run(stop));
+    }
+    if let Some(likes) = parts.likes {
+        let production = production.clone();
+        tasks.spawn(Stage::Serve, "redis watch", move |stop| {
+            likes::watch_redis(production, likes, stop)
+        });
+    }
+    if production.settings.reconcile_interval_secs > 0 {
+        let production = production.clone();
+        tasks.spawn(Stage::Serve, "periodic reconcile", move |stop| {
+            periodic_reconcile(production, stop)
+        });
+    }
+}
+
+/// Runs reconciliation every interval on one node at a time (a lease).
+async fn periodic_reconcile(
+    production: Production,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let every = Duration::from_secs(production.settings.reconcile_interval_secs);
+    let mut redis = production.redis.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        let lease: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(production.keys.reconcile_lease())
+            .arg("held")
+            .arg("NX")
+            .arg("PX")
+            .arg(every.as_millis().saturating_sub(1000).max(1000) as u64)
+            .query_async(&mut redis)
+            .await;
+        if !matches!(lease, Ok(Some(_))) {
+            continue;
+        }
+        match reconcile::reconcile(
+            &mut redis,
+            &production.pg,
+            &production.keys,
+            production.settings.reconcile_repair,
+        )
+        .await
+        {
+            Ok(report) if report.drift() > 0 => {
+                tracing::warn!(?report, "reconciliation found drift")
+            }
+            Ok(report) => tracing::info!(
+                checked = report.posts_checked,
+                skipped = report.posts_skipped,
+                "reconciliation: no drift"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reconciliation failed"),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The PostgreSQL side of likes: applying the write-behind's batches, the
+//! direct path used while Redis is down, and reads of the durable state.
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, Row};
+
+use crate::domain::{PostId, UserId};
+use crate::{LikeOp, LikeOutcome, LikeState, StoreError};
+
+/// One change of a (post, user) like state, as recorded in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LikeEvent {
+    pub post: PostId,
+    pub user: UserId,
+    pub liked: bool,
+    /// Orders events of one (post, user): newer wins, whatever the order of
+    /// arrival.
+    pub version: i64,
+    pub at_ms: i64,
+}
+
+/// Applies a batch in one statement and one transaction.
+///
+/// Idempotent and order-proof: an event updates its row only if its
+/// version is newer than the row's, so replays and reorderings are no-ops;
+/// the post's count moves by exactly the rows whose liked state changed.
+/// Events of one (post, user) are folded to the newest first, because one
+/// `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice.
+pub async fn apply_events(pool: &PgPool, events: &[LikeEvent]) -> Result<u64, sqlx::Error> {
+    let mut newest: HashMap<(PostId, UserId), LikeEvent> = HashMap::with_capacity(events.len());
+    for e in events {
+        newest
+            .entry((e.post, e.user))
+            .and_modify(|cur| {
+                if e.version > cur.version {
+                    *cur = *e;
+                }
+            })
+            .or_insert(*e);
+    }
+    let n = newest.len();
+    let (mut posts, mut users, mut liked, mut versions, mut ats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in newest.values() {
+        posts.push(e.post);
+        users.push(e.user);
+        liked.push(e.liked);
+        versions.push(e.version);
+        ats.push(e.at_ms);
+    }
+    let mut tx = pool.begin().await?;
+    // 0. Lock the posts, in id order: every writer of a post's likes (this
+    //    batch, the Redis-down path, a repair) takes the post row first, so
+    //    they serialise per post and never deadlock, and no one computes a
+    //    count delta against a row another has inserted but not committed.
+    let mut post_ids: Vec<PostId> = posts.clone();
+    post_ids.sort_unstable();
+    post_ids.dedup();
+    sqlx::query("SELECT id FROM posts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&post_ids)
+        .execute(&mut *tx)
+        .await?;
+    // 1. Lock the rows and read their state before the batch. (A separate
+    //    statement: within one statement, a CTE's FOR UPDATE skips rows the
+    //    same statement's INSERT … ON CONFLICT already updated.)
+    let before: HashMap<(PostId, UserId), bool> = sqlx::query(
+        "SELECT l.post_id, l.user_id, l.liked FROM likes l \
+         JOIN UNNEST($1::bigint[], $2::bigint[]) AS i(post_id, user_id) \
+           ON l.post_id = i.post_id AND l.user_id = i.user_id \
+         ORDER BY l.post_id, l.user_id FOR UPDATE OF l",
+    )
+    .bind(&posts)
+    .bind(&users)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    // 2. Apply the events that are newer than their row.
+    let updated = sqlx::query(
+        "INSERT INTO likes AS l (post_id, user_id, liked, version, liked_at) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bool[], $4::bigint[], $5::bigint[]) \
+         ON CONFLICT (post_id, user_id) DO UPDATE \
+           SET liked = excluded.liked, version = excluded.version, \
+               liked_at = CASE WHEN excluded.liked AND NOT l.liked \
+                               THEN excluded.liked_at ELSE l.liked_at END \
+           WHERE l.version < excluded.version \
+         RETURNING l.post_id, l.user_id, l.liked",
+    )
+    .bind(&posts)
+    .bind(&users)
+    .bind(&liked)
+    .bind(&versions)
+    .bind(&ats)
+    .fetch_all(&mut *tx)
+    .await?;
+    // 3. Move each post's count by the rows whose liked state changed.
+    let mut deltas: HashMap<PostId, i64> = HashMap::new();
+    let mut changed = 0u64;
+    for row in &updated {
+        let key: (PostId, UserId) = (row.try_get(0)?, row.try_get(1)?);
+        let now: bool = row.try_get(2)?;
+        let was = before.get(&key).copied().unwrap_or(false);
+        if now != was {
+            *deltas.entry(key.0).or_default() += if now { 1 } else { -1 };
+            changed += 1;
+        }
+    }
+    deltas.retain(|_, d| *d != 0);
+    if !deltas.is_empty() {
+        let (ids, amounts): (Vec<PostId>, Vec<i64>) = deltas.into_iter().unzip();
+        sqlx::query(
+            "UPDATE posts p SET like_count = p.like_count + d.amount \
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS d(id, amount) WHERE p.id = d.id",
+        )
+        .bind(&ids)
+        .bind(&amounts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// A like operation straight on PostgreSQL, for when Redis is down.
+/// Slower (a transaction per like, serialised per post by the post's row
+/// lock) but exact against what PostgreSQL holds.
+pub async fn apply_direct(
+    pool: &PgPool,
+    post: PostId,
+    user: UserId,
+    op: LikeOp,
+    now_ms: i64,
+) -> Result<LikeOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let count: Option<i64> =
+        sqlx::query_scalar("SELECT like_count FROM posts WHERE id = $1 FOR UPDATE")
+            .bind(post)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(count) = count else {
+        return Err(StoreError::PostNotFound(post));
+    };
+    let was: bool =
+        sqlx::query_scalar("SELECT liked FROM likes WHERE post_id = $1 AND user_id = $2")
+            .bind(post)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(false);
+    let now = op.apply(was);
+    // The row is written even when nothing changed: its new version (the
+    // PostgreSQL clock in µs, ahead of every version Redis handed out before
+    // it went down) makes stream events still in flight from before the
+    // outage older than this answer, so they cannot undo it when they land.
+    sqlx::query(
+        "INSERT INTO likes (post_id, user_id, liked, version, liked_at) \
+         VALUES ($1, $2, $3, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, $4) \
+         ON CONFLICT (post_id, user_id) DO UPDATE \
+           SET liked = excluded.liked, \
+               version = GREATEST(likes.version + 1, excluded.version), \
+               liked_at = CASE WHEN excluded.liked AND NOT likes.liked \
+                               THEN excluded.liked_at ELSE likes.liked_at END",
+    )
+    .bind(post)
+    .bind(user)
+    .bind(now)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    if now == was {
+        tx.commit().await?;
+        return Ok(LikeOutcome {
+            liked: now,
+            count,
+            changed: false,
+            version: 0,
+        });
+    }
+    let count: i64 = sqlx::query_scalar(
+        "UPDATE posts SET like_count = like_count + $2 WHERE id = $1 RETURNING like_count",
+    )
+    .bind(post)
+    .bind(if now { 1i64 } else { -1 })
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    // Live counts are not published while Redis is down.
+    Ok(LikeOutcome {
+        liked: now,
+        count,
+        changed: true,
+        version: 0,
+    })
+}
+
+/// Counts and `likedByMe` from PostgreSQL, for when Redis is down.
+pub async fn states(
+    pool: &PgPool,
+    posts: &[PostId],
+    viewer: Option<UserId>,
+) -> Result<Vec<LikeState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT p.id, p.like_count, \
+                EXISTS (SELECT 1 FROM likes l WHERE l.post_id = p.id AND l.user_id = $2 AND l.liked) \
+         FROM posts p WHERE p.id = ANY($1)",
+    )
+    .bind(posts)
+    .bind(viewer.unwrap_or(-1))
+    .fetch_all(pool)
+    .await?;
+    let mut by_id = HashMap::with_capacity(rows.len());
+    for r in rows {
+        by_id.insert(
+            r.try_get::<i64, _>(0)?,
+            LikeState {
+                count: r.try_get(1)?,
+                liked_by_viewer: r.try_get(2)?,
+            },
+        );
+    }
+    Ok(posts
+        .iter()
+        .map(|p| {
+            by_id.get(p).copied().unwrap_or(LikeState {
+                count: 0,
+                liked_by_viewer: false,
+            })
+        })
+        .collect())
+}
+
+/// The likers of a post, for loading it into Redis. `None` if the post
+/// does not exist.
+pub async fn likers_of(pool: &PgPool, post: PostId) -> Result<Option<Vec<UserId>>, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM posts WHERE id = $1")
+        .bind(post)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let users: Vec<i64> =
+        sqlx::query_scalar("SELECT user_id FROM likes WHERE post_id = $1 AND liked")
+            .bind(post)
+            .fetch_all(pool)
+            .await?;
+    Ok(Some(users))
+}

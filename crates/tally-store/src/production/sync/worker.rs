@@ -1,0 +1,385 @@
+//! The write-behind worker: leases, reads, one transaction per round,
+//! acknowledgement and trimming.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::resp::{as_string, group_info, next_id, parse_event, stream_entries};
+use super::{SyncError, SyncOutcome, SyncSettings, status};
+use crate::production::keys::{GROUP, Keys};
+use crate::production::pg::{self, LikeEvent};
+use crate::production::scripts;
+
+struct Owned {
+    /// Re-read this consumer's pending entries (id `0`) before new ones:
+    /// after taking the partition over, or after a failed round.
+    recover: bool,
+}
+
+pub struct SyncWorker {
+    redis: ConnectionManager,
+    pg: PgPool,
+    keys: Keys,
+    settings: SyncSettings,
+    /// This worker's consumer name and lease value (unique per process).
+    node: String,
+    owned: BTreeMap<u32, Owned>,
+    leases_checked: Option<Instant>,
+    stats_checked: Option<Instant>,
+}
+
+/// A read stream entry: which partition, its id, the event.
+struct Entry {
+    partition: u32,
+    id: String,
+    event: LikeEvent,
+}
+
+impl SyncWorker {
+    pub fn new(redis: ConnectionManager, pg: PgPool, keys: Keys, settings: SyncSettings) -> Self {
+        let node = format!("node-{:016x}", rand::random::<u64>());
+        Self {
+            redis,
+            pg,
+            keys,
+            settings,
+            node,
+            owned: BTreeMap::new(),
+            leases_checked: None,
+            stats_checked: None,
+        }
+    }
+
+    /// Runs rounds until `stop` is cancelled, then finishes the current
+    /// round and hands its leases back.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), std::convert::Infallible> {
+        let idle = Duration::from_millis(self.settings.max_delay_ms.max(1));
+        let mut failing = Duration::ZERO;
+        loop {
+            let pause = match self.try_execute_task().await {
+                Ok(SyncOutcome::Applied { events, .. }) if events >= self.settings.batch_size => {
+                    Duration::ZERO
+                }
+                Ok(_) => {
+                    failing = Duration::ZERO;
+                    idle
+                }
+                Err(SyncError::Redis(err)) if err.to_string().contains("NOGROUP") => {
+                    // Redis lost its data (restart without persistence,
+                    // flush): take the partitions over afresh, which
+                    // recreates the consumer groups.
+                    tracing::warn!(
+                        "consumer groups are gone (Redis lost its data); recreating them"
+                    );
+                    self.owned.clear();
+                    self.leases_checked = None;
+                    Duration::ZERO
+                }
+                Err(SyncError::Redis(err)) if scripts::is_noscript(&err) => {
+                    // Redis restarted and forgot our scripts.
+                    if let Err(err) = scripts::load_all(&mut self.redis).await {
+                        tracing::warn!(error = %err, "cannot load scripts into Redis");
+                    }
+                    Duration::ZERO
+                }
+                Err(err) => {
+                    failing =
+                        (failing * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                    tracing::warn!(error = %err, retry_in = ?failing, "write-behind round failed");
+                    metrics::counter!("tally_sync_failures_total").increment(1);
+                    for owned in self.owned.values_mut() {
+                        owned.recover = true;
+                    }
+                    failing
+                }
+            };
+            if stop.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+        self.release_leases().await;
+        Ok(())
+    }
+
+    /// Hands the owned partitions back at shutdown, so another node takes
+    /// them at once instead of after the lease expires.
+    async fn release_leases(&mut self) {
+        let mut pipe = redis::pipe();
+        for p in self.owned.keys() {
+            pipe.invoke_script(scripts::RELEASE.key(self.keys.lease(*p)).arg(&self.node))
+                .ignore();
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut self.redis).await {
+            tracing::warn!(error = %err, "could not release partition leases; they expire by themselves");
+        }
+        self.owned.clear();
+    }
+
+    /// One round. Public so that tests drive it directly instead of
+    /// waiting on timers.
+    pub async fn try_execute_task(&mut self) -> Result<SyncOutcome, SyncError> {
+        self.maintain_leases().await?;
+        if self.owned.is_empty() {
+            return Ok(SyncOutcome::Idle);
+        }
+        let entries = self.read().await?;
+        self.trim_and_export_stats().await;
+        if entries.is_empty() {
+            return Ok(SyncOutcome::Idle);
+        }
+        let events: Vec<LikeEvent> = entries.iter().map(|e| e.event).collect();
+        let started = Instant::now();
+        let changed = pg::apply_events(&self.pg, &events).await?;
+        metrics::histogram!("tally_sync_batch_size").record(events.len() as f64);
+        metrics::histogram!("tally_sync_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("tally_sync_events_total").increment(events.len() as u64);
+        self.acknowledge(&entries).await?;
+        Ok(SyncOutcome::Applied {
+            events: events.len(),
+            changed,
+        })
+    }
+
+    /// Takes free partitions and renews held ones, once per lease third.
+    async fn maintain_leases(&mut self) -> Result<(), SyncError> {
+        let every = Duration::from_millis(self.settings.lease_ttl_ms / 3);
+        if self.leases_checked.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        self.leases_checked = Some(Instant::now());
+        let mut pipe = redis::pipe();
+        for p in 0..self.keys.partitions() {
+            pipe.invoke_script(
+                scripts::LEASE
+                    .key(self.keys.lease(p))
+                    .arg(&self.node)
+                    .arg(self.settings.lease_ttl_ms),
+            );
+        }
+        let held: Vec<i64> = pipe.query_async(&mut self.redis).await?;
+        let mut gained = Vec::new();
+        for (p, held) in (0..self.keys.partitions()).zip(held) {
+            match (held == 1, self.owned.contains_key(&p)) {
+                (true, false) => gained.push(p),
+                (false, true) => {
+                    tracing::info!(partition = p, "lost partition lease");
+                    self.owned.remove(&p);
+                }
+                _ => {}
+            }
+        }
+        for p in gained {
+            self.take_over(p).await?;
+            self.owned.insert(p, Owned { recover: true });
+        }
+        metrics::gauge!("tally_sync_partitions_owned").set(self.owned.len() as f64);
+        Ok(())
+    }
+
+    /// Creates the consumer group if needed and claims every entry that
+    /// other consumers read but never acknowledged.
+    async fn take_over(&mut self, p: u32) -> Result<(), SyncError> {
+        let stream = self.keys.stream(p);
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.redis)
+            .await;
+        if let Err(err) = created
+            && err.code() != Some("BUSYGROUP")
+        {
+            return Err(err.into());
+        }
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID")
+                .query_async(&mut self.redis)
+                .await?;
+            let Value::Array(parts) = reply else { break };
+            let next = parts
+                .first()
+                .and_then(as_string)
+                .unwrap_or_else(|| "0-0".into());
+            let claimed = match parts.get(1) {
+                Some(Value::Array(ids)) => ids.len(),
+                _ => 0,
+            };
+            if claimed > 0 {
+                tracing::info!(
+                    partition = p,
+                    claimed,
+                    "claimed unacknowledged events of a previous owner"
+                );
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(())
+    }
+
+    /// Reads up to a batch from every owned partition in one round trip.
+    async fn read(&mut self) -> Result<Vec<Entry>, SyncError> {
+        let per_partition = (self.settings.batch_size / self.owned.len()).max(16);
+        let mut pipe = redis::pipe();
+        let order: Vec<(u32, bool)> = self.owned.iter().map(|(p, o)| (*p, o.recover)).collect();
+        for &(p, recover) in &order {
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg("COUNT")
+                .arg(per_partition)
+                .arg("STREAMS")
+                .arg(self.keys.stream(p))
+                .arg(if recover { "0" } else { ">" });
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.redis).await?;
+        let mut entries = Vec::new();
+        for ((p, recover), reply) in order.into_iter().zip(replies) {
+            let before = entries.len();
+            for (id, fields) in stream_entries(reply) {
+                entries.push(Entry {
+                    partition: p,
+                    event: parse_event(&id, &fields)?,
+                    id,
+                });
+            }
+            if recover
+                && entries.len() == before
+                && let Some(o) = self.owned.get_mut(&p)
+            {
+                o.recover = false;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// `XACK`s what was committed, raises the watermarks, trims the streams.
+    async fn acknowledge(&mut self, entries: &[Entry]) -> Result<(), SyncError> {
+        let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+        for e in entries {
+            let slot = by_partition.entry(e.partition).or_default();
+            slot.0.push(&e.id);
+            slot.1 = slot.1.max(e.event.version);
+        }
+        let mut pipe = redis::pipe();
+        for (p, (ids, version)) in &by_partition {
+            let stream = self.keys.stream(*p);
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
+            pipe.invoke_script(scripts::RAISE.key(self.keys.applied(*p)).arg(*version))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis).await?;
+        Ok(())
+    }
+
+    /// Once a second: trims what every consumer has acknowledged from the
+    /// owned streams, and exports backlog (entries not yet applied) and
+    /// lag (age of the oldest of them).
+    async fn trim_and_export_stats(&mut self) {
+        if self
+            .stats_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.stats_checked = Some(Instant::now());
+        let partitions: Vec<u32> = self.owned.keys().copied().collect();
+        let mut pipe = redis::pipe();
+        for p in &partitions {
+            pipe.cmd("XINFO").arg("GROUPS").arg(self.keys.stream(*p));
+            pipe.cmd("XPENDING").arg(self.keys.stream(*p)).arg(GROUP);
+        }
+        let Ok(values) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
+            return;
+        };
+        let mut trim = redis::pipe();
+        for (p, pair) in partitions.iter().zip(values.chunks(2)) {
+            let Some(info) = group_info(&pair[0]) else {
+                continue;
+            };
+            // Everything before the oldest pending entry, and up to the last
+            // delivered one, is acknowledged by every consumer.
+            let oldest_pending = match &pair[1] {
+                Value::Array(summary) if info.pending > 0 => summary.get(1).and_then(as_string),
+                _ => None,
+            };
+            let min_id = oldest_pending.or_else(|| next_id(&info.last_delivered));
+            if let Some(min_id) = min_id {
+                trim.cmd("XTRIM")
+                    .arg(self.keys.stream(*p))
+                    .arg("MINID")
+                    .arg(min_id)
+                    .ignore();
+            }
+        }
+        let _ = trim.query_async::<()>(&mut self.redis).await;
+        self.claim_orphans(&partitions).await;
+        // The same backlog and lag that readiness and the load panel read,
+        // over the partitions this worker owns.
+        if let Ok(s) = status::status_of(&mut self.redis, &self.keys, &partitions).await {
+            metrics::gauge!("tally_sync_backlog_events").set(s.backlog as f64);
+            metrics::gauge!("tally_sync_lag_seconds").set(s.lag_ms / 1000.0);
+        }
+    }
+}
+
+impl SyncWorker {
+    /// Takes over entries that another consumer read and left unacknowledged
+    /// for longer than a lease: a worker that lost its lease while stalled
+    /// (no fencing) and then died would otherwise strand them.
+    async fn claim_orphans(&mut self, partitions: &[u32]) {
+        let mut pipe = redis::pipe();
+        for p in partitions {
+            pipe.cmd("XAUTOCLAIM")
+                .arg(self.keys.stream(*p))
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg(self.settings.lease_ttl_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("JUSTID");
+        }
+        let Ok(replies) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
+            return;
+        };
+        for (p, reply) in partitions.iter().zip(replies) {
+            let claimed = match reply {
+                Value::Array(parts) => {
+                    matches!(parts.get(1), Some(Value::Array(ids)) if !ids.is_empty())
+                }
+                _ => false,
+            };
+            if claimed && let Some(owned) = self.owned.get_mut(p) {
+                tracing::warn!(
+                    partition = p,
+                    "claimed entries another worker left unacknowledged"
+                );
+                owned.recover = true;
+            }
+        }
+    }
+}

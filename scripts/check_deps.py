@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Fails if a crate of the workspace depends on one it must not.
+
+The rules are docs/ARCHITECTURE.md's "Crates": dependencies point one way
+(tally -> tally-server -> tally-bench -> tally-client, and everything ->
+tally-store), and the store knows nothing of HTTP, the command line or live
+push. Only normal dependencies count: tests may use anything.
+
+    scripts/check_deps.py        (the test command runs it)
+"""
+import json, subprocess, sys
+
+# crate: (Tally crates it may use, external crates it must not use)
+HTTP = {"axum", "tower", "tower-http", "utoipa", "utoipa-axum", "utoipa-swagger-ui", "reqwest",
+        "tokio-tungstenite", "socketioxide", "rust-embed"}
+RULES = {
+    "tally-store": (set(), HTTP | {"clap", "figment", "image"}),
+    "tally-client": (set(), {"axum", "sqlx", "redis", "clap", "socketioxide"}),
+    "tally-bench": ({"tally-store", "tally-client"}, {"axum", "clap", "socketioxide", "utoipa"}),
+    "tally-server": ({"tally-store", "tally-bench", "tally-client"}, {"clap"}),
+    "tally": ({"tally-store", "tally-bench", "tally-server", "tally-client"}, set()),
+}
+
+meta = json.loads(subprocess.run(
+    ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+    check=True, capture_output=True, text=True).stdout)
+members = {p["name"]: p for p in meta["packages"]}
+errors = []
+if set(members) != set(RULES):
+    errors.append(f"workspace crates {sorted(members)} differ from the rules' {sorted(RULES)}")
+for name, package in members.items():
+    allowed, banned = RULES.get(name, (set(), set()))
+    for dep in package["dependencies"]:
+        if dep["kind"] is not None:  # dev and build dependencies
+            continue
+        dep_name = dep["name"]
+        if dep_name in RULES and dep_name not in allowed:
+            errors.append(f"{name} must not depend on {dep_name}")
+        if dep_name in banned:
+            errors.append(f"{name} must not depend on {dep_name}")
+for e in errors:
+    print(f"check_deps: {e}", file=sys.stderr)
+if errors:
+    sys.exit(1)
+print(f"check_deps: {len(members)} crates keep their dependency rules")
