@@ -30,6 +30,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 use tally_client::{Api, ApiError, LikeVerb, PostId, StatusCode, UserId};
 use tally_store::production::Production;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use ledger::{Ledger, Pair};
 pub use ops::{Mix, Op};
@@ -170,7 +171,9 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
 
     observe(Phase::Running);
     let bar = progress_bar(&cfg);
-    let ticker = tokio::spawn(tick_progress(shared.clone(), bar.clone()));
+    // Aborted when the run ends, also when the run itself is dropped (a
+    // load run cancelled at shutdown).
+    let ticker = AbortOnDropHandle::new(tokio::spawn(tick_progress(shared.clone(), bar.clone())));
     match cfg.rate {
         Some(rate) => open_loop(&shared, rate).await,
         None => closed_loop(&shared).await,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tally_client::{Api, LikeVerb, LiveSocket, Next, PostId};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Debug, Serialize)]
 pub struct LiveSummary {
@@ -26,7 +26,8 @@ pub struct Live {
     connected: Arc<AtomicU64>,
     pushes: Arc<AtomicU64>,
     latency: Arc<Mutex<Histogram<u64>>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Aborted with the run, even when the run is dropped midway.
+    tasks: Vec<AbortOnDropHandle<()>>,
     started: Instant,
 }
 
@@ -60,7 +61,7 @@ impl Live {
             for ws in opened.into_iter().flatten() {
                 connected.fetch_add(1, Ordering::Relaxed);
                 let pushes = pushes.clone();
-                tasks.push(tokio::spawn(async move {
+                tasks.push(AbortOnDropHandle::new(tokio::spawn(async move {
                     let mut ws = ws;
                     loop {
                         match ws.next(Duration::from_secs(3600)).await {
@@ -71,17 +72,17 @@ impl Live {
                             Next::Closed => return,
                         }
                     }
-                }));
+                })));
             }
         }
         if let Some(ws) = subscribe(base, probe_post).await {
-            tasks.push(tokio::spawn(probe(
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(probe(
                 api.clone(),
                 probe_token.to_owned(),
                 probe_post,
                 ws,
                 latency.clone(),
-            )));
+            ))));
         }
         Self {
             connected,

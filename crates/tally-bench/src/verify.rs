@@ -49,8 +49,8 @@ pub async fn prove(
     for ((user, post), pair) in pairs.iter_mut() {
         if pair.settled().is_none() {
             let token = tokens.get(user).copied().unwrap_or_default();
-            let seen = api.post(Some(token), *post).await?;
-            pair.answered(seen.liked_by_me);
+            let liked = read_back(api, token, *post).await?;
+            pair.answered(liked);
             resolved += 1;
         }
     }
@@ -91,13 +91,37 @@ pub async fn prove(
     }
 }
 
+/// Whether `token`'s user likes `post` now, retrying a failed read a few
+/// times (an unreadable state must not be taken for "not liked").
+async fn read_back(api: &Api, token: &str, post: PostId) -> Result<bool, BenchError> {
+    let mut attempt = 0;
+    loop {
+        match api.post(Some(token), post).await {
+            Ok(seen) => return Ok(seen.liked_by_me),
+            Err(err) if attempt < 5 && err.outcome_unknown() => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
 async fn compare(
     api: &Api,
     expected: &HashMap<PostId, BTreeSet<UserId>>,
 ) -> Result<Vec<String>, BenchError> {
     let mut differences = Vec::new();
     for (post, users) in expected {
-        let count = api.post(None, *post).await?.like_count;
+        // A read that fails is a difference for now: the loop retries it
+        // until the drain deadline, and the report names it if it stays.
+        let count = match api.post(None, *post).await {
+            Ok(seen) => seen.like_count,
+            Err(err) => {
+                differences.push(format!("post {post}: cannot read it: {err}"));
+                continue;
+            }
+        };
         if count != users.len() as i64 {
             differences.push(format!(
                 "post {post}: likeCount {count}, ledger {}",
@@ -105,12 +129,13 @@ async fn compare(
             ));
             continue;
         }
-        let likers: BTreeSet<UserId> = api
-            .all_likers(*post)
-            .await?
-            .into_iter()
-            .map(|l| l.id)
-            .collect();
+        let likers: BTreeSet<UserId> = match api.all_likers(*post).await {
+            Ok(likers) => likers.into_iter().map(|l| l.id).collect(),
+            Err(err) => {
+                differences.push(format!("post {post}: cannot read its likers: {err}"));
+                continue;
+            }
+        };
         if &likers != users {
             let extra = likers.difference(users).count();
             let missing = users.difference(&likers).count();

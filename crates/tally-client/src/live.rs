@@ -72,8 +72,10 @@ impl LiveSocket {
         Ok(())
     }
 
-    /// The next JSON message, waiting at most `wait` in all. Frames that
-    /// are not JSON text (pings, binary) are skipped.
+    /// The next text message, waiting at most `wait` in all: its JSON, or
+    /// a JSON string of the raw text when it is not JSON (so that a caller
+    /// expecting an object sees the difference). Other frames (pings,
+    /// binary) are skipped.
     pub async fn next(&mut self, wait: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -82,9 +84,10 @@ impl LiveSocket {
                 Ok(None | Some(Err(_))) => return Next::Closed,
                 Ok(Some(Ok(Message::Close(_)))) => return Next::Closed,
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    if let Ok(v) = serde_json::from_str(&text) {
-                        return Next::Message(v);
-                    }
+                    return Next::Message(
+                        serde_json::from_str(&text)
+                            .unwrap_or_else(|_| Value::String(text.to_string())),
+                    );
                 }
                 Ok(Some(Ok(_))) => {}
             }

@@ -7,15 +7,18 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tally_store::accounts::{self, SeededTokens, TokenKeys, password};
+use tally_store::accounts::{self, TokenKeys, password};
 use tally_store::embedded::{self, EmbeddedLikes, SqliteCatalog};
 use tally_store::production::reconcile::{self, DriftReport};
 use tally_store::production::{BackgroundParts, Production, RedisLikes, start_background};
-use tally_store::{Catalog, ChangeFeed, Likes, Stage, StoreError, Tasks};
+use tally_store::{
+    CancelOnDrop, Catalog, ChangeFeed, Likes, SeededUsers, Stage, StoreError, Tasks,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +62,8 @@ pub struct Application {
     state: AppState,
     /// Every background task of the node; stopped in order after serving.
     tasks: Tasks,
+    /// Stops the tasks if the application is dropped without being run.
+    _cancel_on_drop: CancelOnDrop,
 }
 
 /// The stores the settings select.
@@ -140,6 +145,8 @@ fn loopback_url(listener: &TcpListener, configured: SocketAddr) -> String {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let tasks = Tasks::new();
+        // A build that fails halfway stops what it already started.
+        let cancel_on_drop = tasks.cancel_on_drop();
         let backend = open_backend(&settings, &tasks).await?;
         let live = LiveHub::start(
             backend.likes.clone(),
@@ -200,6 +207,7 @@ impl Application {
             router,
             state,
             tasks,
+            _cancel_on_drop: cancel_on_drop,
         })
     }
 
@@ -236,9 +244,15 @@ impl Application {
         let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
-        self.tasks.shutdown(SHUTDOWN_DEADLINE).await;
+        let stopped = self.tasks.shutdown(SHUTDOWN_DEADLINE).await;
         tracing::info!("stopped");
-        served
+        served?;
+        if !stopped {
+            return Err(std::io::Error::other(
+                "background tasks did not stop by the shutdown deadline",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +309,7 @@ pub async fn shutdown_signal() {
 /// `tally migrate`.
 pub async fn migrate(settings: &Settings) -> Result<(), StartupError> {
     let tasks = Tasks::new();
+    let _cancel_on_drop = tasks.cancel_on_drop();
     open_backend(settings, &tasks).await?;
     tasks.shutdown(SHUTDOWN_DEADLINE).await;
     Ok(())
@@ -339,25 +354,34 @@ pub async fn reconcile(settings: &Settings, repair: bool) -> Result<DriftReport,
 }
 
 /// `tally users seed` (and `tally bench` without a tokens file): users
-/// `{prefix}{n}` in the store the settings select, with a token each.
+/// `{prefix}{n}` in the store the settings select, and with `tokens_out`
+/// a file of `{id} {token}` lines, minted as they are written.
 pub async fn seed_users(
     settings: &Settings,
     prefix: &str,
     count: u64,
-) -> Result<SeededTokens, SeedCommandError> {
+    tokens_out: Option<&Path>,
+) -> Result<SeededUsers, SeedCommandError> {
     let tasks = Tasks::new();
+    let _cancel_on_drop = tasks.cancel_on_drop();
     let backend = open_backend(settings, &tasks).await?;
-    let secrets = backend
-        .catalog
-        .signing_secrets()
-        .await
-        .map_err(StartupError::from)?;
-    let keys = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))
-        .map_err(StartupError::from)?;
-    let seeded =
-        accounts::seed_users(backend.catalog.as_ref(), Arc::new(keys), prefix, count).await;
+    let seeded = async {
+        let users = backend.catalog.seed_users(prefix, count).await?;
+        if let Some(path) = tokens_out {
+            let secrets = backend.catalog.signing_secrets().await?;
+            let keys = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))?;
+            let (path, prefix) = (path.to_owned(), prefix.to_owned());
+            tokio::task::spawn_blocking(move || {
+                accounts::write_tokens(&path, accounts::mint_tokens(&keys, users, &prefix))
+            })
+            .await
+            .map_err(accounts::SeedError::from)??;
+        }
+        Ok::<_, SeedCommandError>(users)
+    }
+    .await;
     tasks.shutdown(SHUTDOWN_DEADLINE).await;
-    Ok(seeded?)
+    seeded
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -366,4 +390,8 @@ pub enum SeedCommandError {
     Startup(#[from] StartupError),
     #[error(transparent)]
     Seed(#[from] accounts::SeedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tokens: {0}")]
+    Token(#[from] accounts::TokenError),
 }

@@ -8,9 +8,9 @@
 //!
 //! A broadcast, so that any number of listeners can subscribe and a slow
 //! one cannot stall the like path: a listener that falls more than the
-//! capacity behind skips the oldest changes (it is told how many). For live
-//! counts that is the right policy: only the newest count matters, and
-//! clients re-read counts when they resubscribe.
+//! capacity behind skips the oldest changes (it is told how many). Only the
+//! newest count of a post matters, so such a listener re-reads the counts
+//! it cares about from the store (the live hub does) instead of replaying.
 
 use tokio::sync::broadcast;
 
@@ -43,8 +43,13 @@ impl Default for ChangeFeed {
 
 impl ChangeFeed {
     pub fn new() -> Self {
+        Self::with_capacity(CAPACITY)
+    }
+
+    /// A feed whose listeners skip changes once `capacity` behind.
+    pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            tx: broadcast::channel(CAPACITY).0,
+            tx: broadcast::channel(capacity.max(1)).0,
         }
     }
 

@@ -21,7 +21,7 @@ pub mod production;
 pub mod tasks;
 
 pub use changes::{Change, ChangeFeed};
-pub use tasks::{Stage, Tasks};
+pub use tasks::{CancelOnDrop, Stage, Tasks};
 
 use async_trait::async_trait;
 

@@ -105,6 +105,19 @@ impl Tasks {
         });
     }
 
+    /// Cancels every stage at once, without waiting.
+    pub fn cancel(&self) {
+        self.serve.cancel.cancel();
+        self.persist.cancel.cancel();
+    }
+
+    /// A guard that cancels every stage when dropped: for an owner that may
+    /// be dropped without [`Tasks::shutdown`] (a build that fails halfway,
+    /// an application that is never run), so that no task outlives it.
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+
     /// Stops every task, stage by stage, giving each stage up to
     /// `deadline` to finish. Returns false if a stage was still running at
     /// its deadline (its tasks are then abandoned to the runtime's end).
@@ -127,6 +140,15 @@ impl Tasks {
             }
         }
         all
+    }
+}
+
+/// See [`Tasks::cancel_on_drop`].
+pub struct CancelOnDrop(Tasks);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -184,6 +206,22 @@ mod tests {
         });
         assert!(tasks.shutdown(Duration::from_secs(5)).await);
         assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_stops_the_tasks() {
+        let tasks = Tasks::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.spawn(Stage::Persist, "waits", move |cancel| async move {
+            cancel.cancelled().await;
+            let _ = tx.send(());
+            Ok::<_, String>(())
+        });
+        drop(tasks.cancel_on_drop());
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .expect("the task saw the cancellation")
+            .expect("sent");
     }
 
     #[tokio::test(start_paused = true)]

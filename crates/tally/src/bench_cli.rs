@@ -24,21 +24,22 @@ fn scenario(name: &str) -> Result<(u64, usize, &'static str, u32), BenchError> {
 pub async fn run_from_cli(settings: &Settings, flags: &BenchFlags) -> Result<Report, BenchError> {
     let preset = flags.scenario.as_deref().map(scenario).transpose()?;
     let users_wanted = flags.users.or(preset.map(|p| p.0)).unwrap_or(1_000);
-    let users = match &flags.tokens {
-        Some(path) => accounts::read_tokens(path)?,
+    let tokens = match &flags.tokens {
+        Some(path) => path.clone(),
         None => {
             std::fs::create_dir_all(&flags.out)?;
+            // Kept beside the report, to rerun against the same users.
+            let path = flags.out.join("tokens.txt");
             let prefix = format!("bench{:08x}_", rand::random::<u32>());
             eprintln!("seeding {users_wanted} users...");
-            let seeded = startup::seed_users(settings, &prefix, users_wanted)
+            startup::seed_users(settings, &prefix, users_wanted, Some(&path))
                 .await
                 .map_err(|e| BenchError::Setup(e.to_string()))?;
-            // Kept beside the report, to rerun against the same users.
-            accounts::write_tokens(&flags.out.join("tokens.txt"), &seeded.tokens)
-                .map_err(|e| BenchError::Setup(e.to_string()))?;
-            seeded.tokens
+            path
         }
     };
+    let users = accounts::read_tokens(&tokens)
+        .map_err(|e| BenchError::Setup(format!("tokens file: {e}")))?;
     let cfg = BenchConfig {
         target: flags.target.trim_end_matches('/').to_owned(),
         user_count: users.len(),

@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::Parser;
 use tally_server::config::Settings;
 use tally_server::startup::{self, Application};
-use tally_store::accounts;
 
 use crate::cli::{Cli, Command, UsersCommand};
 
@@ -59,13 +58,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Users(UsersCommand::Seed(flags)) => {
             let started = std::time::Instant::now();
-            let seeded = startup::seed_users(&settings, &flags.prefix, flags.count)
-                .await
-                .context("seeding users")?;
-            if let Some(path) = &flags.tokens_out {
-                accounts::write_tokens(path, &seeded.tokens).context("writing tokens")?;
-            }
-            let users = seeded.users;
+            let users = startup::seed_users(
+                &settings,
+                &flags.prefix,
+                flags.count,
+                flags.tokens_out.as_deref(),
+            )
+            .await
+            .context("seeding users")?;
             println!(
                 "created {} users (ids {}..={}) in {:.2}s",
                 users.count,

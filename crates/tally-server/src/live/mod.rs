@@ -213,6 +213,48 @@ impl LiveHub {
         let _ = self.pushes.send(msg);
     }
 
+    /// Reads every watched post's count from the store and pushes it,
+    /// unless a newer change of that post arrived meanwhile (after changes
+    /// were skipped).
+    pub async fn refresh_watched(&self) {
+        let seen: Vec<(PostId, i64)> = match self.slots.lock() {
+            Ok(slots) => slots.iter().map(|(p, s)| (*p, s.version)).collect(),
+            Err(_) => return,
+        };
+        if seen.is_empty() {
+            return;
+        }
+        let posts: Vec<PostId> = seen.iter().map(|(p, _)| *p).collect();
+        let states = match self.likes.states(&posts, None).await {
+            Ok(states) => states,
+            Err(err) => {
+                tracing::warn!(error = %err, "live: cannot re-read counts");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let msgs: Vec<LikeCount> = {
+            let Ok(mut slots) = self.slots.lock() else {
+                return;
+            };
+            seen.into_iter()
+                .zip(states)
+                .filter_map(|((post, version), state)| {
+                    let slot = slots.get_mut(&post).filter(|s| s.version == version)?;
+                    slot.count = state.count;
+                    slot.last_sent = Some(now);
+                    Some(LikeCount {
+                        post_id: post,
+                        like_count: state.count,
+                    })
+                })
+                .collect()
+        };
+        for msg in msgs {
+            let _ = self.pushes.send(msg);
+        }
+    }
+
     /// Current counts, for a client that just subscribed.
     pub async fn snapshot(&self, posts: &[PostId]) -> Vec<LikeCount> {
         match self.likes.states(posts, None).await {
@@ -242,11 +284,12 @@ async fn follow(
         tokio::select! {
             change = changes.recv() => match change {
                 Ok(c) => hub.update(c.post, c.count, c.version),
-                // Skipped changes are older counts; the next change of each
-                // post carries its newest (see `tally_store::changes`).
+                // A skipped change may have been a post's last: read every
+                // watched count back rather than wait for a next change.
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "live: fell behind the change feed");
+                    tracing::warn!(skipped = n, "live: fell behind the change feed; re-reading counts");
                     metrics::counter!("tally_live_changes_skipped_total").increment(n);
+                    hub.refresh_watched().await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
@@ -286,6 +329,7 @@ async fn push_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_store::Catalog;
     use tally_store::embedded::{self, EmbeddedLikes, LikesConfig};
 
     /// A hub at 10 pushes per post per second (a 100 ms interval) on a
@@ -352,6 +396,75 @@ mod tests {
         assert_eq!(drain(&mut rx), [50], "one trailing push with the newest");
         advance(Duration::from_secs(1)).await;
         assert_eq!(drain(&mut rx), Vec::<i64>::new(), "nothing more");
+    }
+
+    /// A listener that falls behind the feed skips changes, and a skipped
+    /// change may be a post's last: the hub then re-reads watched counts.
+    #[tokio::test]
+    async fn falling_behind_the_feed_re_reads_watched_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = embedded::open(dir.path()).await.unwrap();
+        let tasks = Tasks::new();
+        let quiet = ChangeFeed::new();
+        let likes = Arc::new(
+            EmbeddedLikes::start(
+                pool.clone(),
+                dir.path(),
+                LikesConfig::default(),
+                quiet,
+                &tasks,
+            )
+            .await
+            .unwrap(),
+        );
+        let catalog = embedded::SqliteCatalog::new(pool);
+        let users = catalog.seed_users("u", 3).await.unwrap();
+        let post = catalog
+            .create_post(tally_store::NewPost {
+                author: users.first_id,
+                caption: String::new(),
+                image_file: "a.png".into(),
+                thumb_file: "a.jpg".into(),
+                width: 1,
+                height: 1,
+            })
+            .await
+            .unwrap()
+            .id;
+        for user in users.first_id..users.first_id + 3 {
+            likes
+                .apply(post, user, tally_store::LikeOp::Like)
+                .await
+                .unwrap();
+        }
+        let feed = ChangeFeed::with_capacity(4);
+        let (hub, mut rx) = LiveHub::new(likes, 10, &tasks);
+        let follower = tokio::spawn(follow(
+            hub.clone(),
+            feed.subscribe(),
+            tasks.token(Stage::Serve),
+        ));
+        hub.watch(post);
+        // Changes of an unwatched post overflow the feed before the
+        // follower runs; none of the watched post's comes through.
+        for version in 1..=20 {
+            feed.publish(Change {
+                post: post + 1,
+                count: version,
+                version,
+            });
+        }
+        let pushed = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a push after the lag")
+            .expect("hub alive");
+        assert_eq!(
+            (pushed.post_id, pushed.like_count),
+            (post, 3),
+            "the watched post's count, read from the store"
+        );
+        tasks.shutdown(Duration::from_secs(10)).await;
+        follower.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -9,5 +9,5 @@ pub mod password;
 pub mod seed;
 pub mod tokens;
 
-pub use seed::{SeedError, SeededTokens, read_tokens, seed_users, write_tokens};
+pub use seed::{SeedError, SeededTokens, mint_tokens, read_tokens, seed_users, write_tokens};
 pub use tokens::{Claims, TokenError, TokenKeys};

@@ -43,23 +43,36 @@ pub async fn seed_users(
     let users = catalog.seed_users(prefix, count).await?;
     let prefix = prefix.to_owned();
     let tokens = tokio::task::spawn_blocking(move || {
-        (0..users.count)
-            .map(|n| {
-                let id = users.first_id + n as i64;
-                let (token, _) = keys.issue(id, &format!("{prefix}{n}"))?;
-                Ok((id, token))
-            })
-            .collect::<Result<Vec<_>, TokenError>>()
+        mint_tokens(&keys, users, &prefix).collect::<Result<Vec<_>, TokenError>>()
     })
     .await??;
     Ok(SeededTokens { users, tokens })
 }
 
+/// The token of each seeded user (`{prefix}{n}`), in id order, minted as
+/// the iterator is read (a million at once would hold hundreds of MB).
+pub fn mint_tokens<'a>(
+    keys: &'a TokenKeys,
+    users: SeededUsers,
+    prefix: &'a str,
+) -> impl Iterator<Item = Result<(UserId, String), TokenError>> + 'a {
+    (0..users.count).map(move |n| {
+        let id = users.first_id + n as i64;
+        let (token, _) = keys.issue(id, &format!("{prefix}{n}"))?;
+        Ok((id, token))
+    })
+}
+
 /// Writes `{id} {token}` per line: the tokens file of `tally users seed
 /// --tokens-out`, which `tally bench --tokens` reads with [`read_tokens`].
-pub fn write_tokens(path: &Path, tokens: &[(UserId, String)]) -> Result<(), SeedError> {
+/// Blocking: call it off the async threads.
+pub fn write_tokens(
+    path: &Path,
+    tokens: impl IntoIterator<Item = Result<(UserId, String), TokenError>>,
+) -> Result<(), SeedError> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for (id, token) in tokens {
+    for token in tokens {
+        let (id, token) = token?;
         writeln!(out, "{id} {token}")?;
     }
     out.flush()?;
@@ -93,7 +106,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.txt");
         let tokens = vec![(7, "a.b.c".to_owned()), (8, "d.e.f".to_owned())];
-        write_tokens(&path, &tokens).unwrap();
+        write_tokens(&path, tokens.iter().cloned().map(Ok)).unwrap();
         assert_eq!(read_tokens(&path).unwrap(), tokens);
         std::fs::write(&path, "7a.b.c\n").unwrap();
         assert!(read_tokens(&path).is_err());

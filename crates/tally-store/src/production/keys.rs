@@ -83,12 +83,12 @@ impl Keys {
         format!("{}:lease", self.tag(partition))
     }
 
-    /// Lease for the periodic reconciliation (one node at a time).
     /// The Redis Pub/Sub channel the like script announces changes on.
     pub fn live_channel(&self) -> String {
         format!("{}:live", self.prefix)
     }
 
+    /// Lease for the periodic reconciliation (one node at a time).
     pub fn reconcile_lease(&self) -> String {
         format!("{}:reconcile:lease", self.prefix)
     }

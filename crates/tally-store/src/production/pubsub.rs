@@ -21,9 +21,18 @@ pub(super) async fn read_changes(
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     loop {
-        match client.get_async_pubsub().await {
+        // Connecting may stall on a hung Redis: shutdown must not wait for it.
+        let connected = tokio::select! {
+            connected = client.get_async_pubsub() => connected,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        match connected {
             Ok(mut pubsub) => {
-                if let Err(err) = pubsub.subscribe(&channel).await {
+                let subscribed = tokio::select! {
+                    subscribed = pubsub.subscribe(&channel) => subscribed,
+                    _ = stop.cancelled() => return Ok(()),
+                };
+                if let Err(err) = subscribed {
                     tracing::warn!(error = %err, "live: cannot subscribe");
                 } else {
                     let mut messages = pubsub.on_message();

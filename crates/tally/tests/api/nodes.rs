@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::Client;
+use reqwest::{Client, StatusCode};
 use tally_bench::Pair;
-use tally_client::{Api, LikeVerb};
+use tally_client::{Api, LikeAnswer, LikeVerb};
 use tally_server::config::Settings;
 
 use crate::helpers::png;
@@ -125,10 +125,15 @@ pub fn seed(settings: &Settings, data_dir: &Path, count: u64) -> Vec<(i64, Strin
 }
 
 pub async fn create_post(client: &Client, base: &str, token: &str) -> i64 {
-    Api::with_client(client.clone(), base)
-        .upload(token, png(8, 8), "p.png", "load")
+    let r = Api::with_client(client.clone(), base)
+        .upload_request(Some(token), png(8, 8), "p.png", "load")
+        .send()
         .await
-        .expect("upload")
+        .expect("upload");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_i64()
+        .expect("id")
 }
 
 /// What the load saw, per (user, post): the load generator's ledger.
@@ -171,9 +176,12 @@ impl Load {
                         LikeVerb::Unlike
                     };
                     let api = Api::with_client(client.clone(), &bases[node % bases.len()]);
-                    let body = match api.like(&token, post, verb).await {
-                        Ok(answer) => Some(answer),
-                        Err(_) => {
+                    let body = match api.like_request(&token, post, verb).send().await {
+                        // A 200 must carry a like answer.
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            Some(r.json::<LikeAnswer>().await.expect("a like answer"))
+                        }
+                        _ => {
                             // May have landed: allowed either way until a
                             // later answer for the pair settles it.
                             ledger.unknown(user, post, verb);

@@ -52,10 +52,20 @@ pub(super) fn group_info(reply: &Value) -> Option<GroupInfo> {
 
 impl GroupInfo {
     /// Events of a stream of `len` entries not yet applied: read but not
-    /// acknowledged, plus not yet read (all of it when Redis cannot tell).
-    /// The one definition of the write-behind's backlog.
+    /// acknowledged, plus not yet read. When Redis cannot tell how many are
+    /// unread (no group yet; `lag` is nil after entries were deleted or
+    /// trimmed), the whole stream: an upper bound, so that nothing waiting
+    /// for the backlog to drain stops early. The one definition of the
+    /// write-behind's backlog (metrics, readiness, the load panel).
     pub(super) fn unapplied(info: Option<&GroupInfo>, len: u64) -> u64 {
-        info.map_or(len, |i| i.pending + i.lag.unwrap_or(len))
+        match info {
+            Some(GroupInfo {
+                pending,
+                lag: Some(lag),
+                ..
+            }) => pending + lag,
+            _ => len,
+        }
     }
 }
 
@@ -216,15 +226,17 @@ mod tests {
     }
 
     #[test]
-    fn the_backlog_counts_pending_and_undelivered_and_all_without_a_group() {
+    fn the_backlog_counts_pending_and_undelivered_else_the_whole_stream() {
         let info = GroupInfo {
             pending: 2,
             last_delivered: "1-0".into(),
             lag: Some(3),
         };
         assert_eq!(GroupInfo::unapplied(Some(&info), 100), 5);
+        // Unknown lag: the stream's length, which already holds the
+        // pending entries (they are never trimmed): not pending + length.
         let unknown_lag = GroupInfo { lag: None, ..info };
-        assert_eq!(GroupInfo::unapplied(Some(&unknown_lag), 100), 102);
+        assert_eq!(GroupInfo::unapplied(Some(&unknown_lag), 100), 100);
         assert_eq!(GroupInfo::unapplied(None, 100), 100);
     }
 
