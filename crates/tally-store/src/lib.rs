@@ -20,7 +20,7 @@ pub mod embedded;
 pub mod production;
 pub mod tasks;
 
-pub use changes::{Change, ChangeFeed};
+pub use changes::{Change, ChangeFeed, ChangeListener};
 pub use tasks::{CancelOnDrop, Stage, Tasks};
 
 use async_trait::async_trait;

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tally_store::domain::PostId;
-use tally_store::{Change, ChangeFeed, Likes, Stage, Tasks};
-use tokio::sync::{broadcast, mpsc};
+use tally_store::{Change, ChangeFeed, ChangeListener, Likes, Stage, Tasks};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,12 +63,15 @@ pub struct LiveHub {
     pub likes: Arc<dyn Likes>,
     /// Where trailing pushes wait for their time.
     tasks: Tasks,
+    /// Itself, for the trailing pushes' timers (which must not keep the
+    /// hub alive).
+    me: std::sync::Weak<LiveHub>,
 }
 
 impl LiveHub {
-    /// Starts the hub: it follows `changes` and pushes to both transports,
-    /// at most `max_per_sec` times per post per second (per viewer). Its
-    /// tasks stop with `tasks`' serving stage.
+    /// Starts the hub: it listens to `changes` and pushes to both
+    /// transports, at most `max_per_sec` times per post per second (per
+    /// viewer). Its pusher stops with `tasks`' serving stage.
     pub fn start(
         likes: Arc<dyn Likes>,
         max_per_sec: u32,
@@ -76,10 +79,8 @@ impl LiveHub {
         tasks: &Tasks,
     ) -> Arc<Self> {
         let (hub, pushes) = Self::new(likes, max_per_sec, tasks);
-        let (follower, changes) = (hub.clone(), changes.subscribe());
-        tasks.spawn(Stage::Serve, "live feed", move |stop| {
-            follow(follower, changes, stop)
-        });
+        let listener: Arc<dyn ChangeListener> = hub.clone();
+        changes.listen(Arc::downgrade(&listener));
         let pusher = hub.clone();
         tasks.spawn(Stage::Serve, "live pusher", move |stop| {
             push_loop(pusher, pushes, stop)
@@ -87,14 +88,14 @@ impl LiveHub {
         hub
     }
 
-    /// The hub without its tasks, and the receiving end of its pushes.
+    /// The hub without its pusher, and the receiving end of its pushes.
     fn new(
         likes: Arc<dyn Likes>,
         max_per_sec: u32,
         tasks: &Tasks,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<LikeCount>) {
         let (pushes, rx) = mpsc::unbounded_channel();
-        let hub = Arc::new(Self {
+        let hub = Arc::new_cyclic(|me| Self {
             interval: Duration::from_secs(1) / max_per_sec.max(1),
             slots: Mutex::new(HashMap::new()),
             pushes,
@@ -102,6 +103,7 @@ impl LiveHub {
             socketio: OnceLock::new(),
             likes,
             tasks: tasks.clone(),
+            me: me.clone(),
         });
         (hub, rx)
     }
@@ -146,7 +148,7 @@ impl LiveHub {
     /// at once, so a quiet post's like reaches viewers in milliseconds.
     /// Trailing edge: a busy post pushes its newest count at the end of the
     /// interval, so viewers are at most one interval behind.
-    pub fn update(self: &Arc<Self>, post: PostId, count: i64, version: i64) {
+    pub fn update(&self, post: PostId, count: i64, version: i64) {
         let now = Instant::now();
         let push_now = {
             let Ok(mut slots) = self.slots.lock() else {
@@ -172,7 +174,7 @@ impl LiveHub {
             } else {
                 slot.scheduled = true;
                 let at = slot.last_sent.map_or(now, |t| t + self.interval);
-                let hub = Arc::downgrade(self);
+                let hub = self.me.clone();
                 self.tasks.spawn_quiet(Stage::Serve, async move {
                     tokio::time::sleep_until(at).await;
                     if let Some(hub) = hub.upgrade() {
@@ -213,48 +215,6 @@ impl LiveHub {
         let _ = self.pushes.send(msg);
     }
 
-    /// Reads every watched post's count from the store and pushes it,
-    /// unless a newer change of that post arrived meanwhile (after changes
-    /// were skipped).
-    pub async fn refresh_watched(&self) {
-        let seen: Vec<(PostId, i64)> = match self.slots.lock() {
-            Ok(slots) => slots.iter().map(|(p, s)| (*p, s.version)).collect(),
-            Err(_) => return,
-        };
-        if seen.is_empty() {
-            return;
-        }
-        let posts: Vec<PostId> = seen.iter().map(|(p, _)| *p).collect();
-        let states = match self.likes.states(&posts, None).await {
-            Ok(states) => states,
-            Err(err) => {
-                tracing::warn!(error = %err, "live: cannot re-read counts");
-                return;
-            }
-        };
-        let now = Instant::now();
-        let msgs: Vec<LikeCount> = {
-            let Ok(mut slots) = self.slots.lock() else {
-                return;
-            };
-            seen.into_iter()
-                .zip(states)
-                .filter_map(|((post, version), state)| {
-                    let slot = slots.get_mut(&post).filter(|s| s.version == version)?;
-                    slot.count = state.count;
-                    slot.last_sent = Some(now);
-                    Some(LikeCount {
-                        post_id: post,
-                        like_count: state.count,
-                    })
-                })
-                .collect()
-        };
-        for msg in msgs {
-            let _ = self.pushes.send(msg);
-        }
-    }
-
     /// Current counts, for a client that just subscribed.
     pub async fn snapshot(&self, posts: &[PostId]) -> Vec<LikeCount> {
         match self.likes.states(posts, None).await {
@@ -274,27 +234,9 @@ impl LiveHub {
     }
 }
 
-/// Feeds the store's changes into the hub until `stop`.
-async fn follow(
-    hub: Arc<LiveHub>,
-    mut changes: broadcast::Receiver<Change>,
-    stop: CancellationToken,
-) -> Result<(), std::convert::Infallible> {
-    loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Ok(c) => hub.update(c.post, c.count, c.version),
-                // A skipped change may have been a post's last: read every
-                // watched count back rather than wait for a next change.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "live: fell behind the change feed; re-reading counts");
-                    metrics::counter!("tally_live_changes_skipped_total").increment(n);
-                    hub.refresh_watched().await;
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-            () = stop.cancelled() => return Ok(()),
-        }
+impl ChangeListener for LiveHub {
+    fn changed(&self, change: Change) {
+        self.update(change.post, change.count, change.version);
     }
 }
 
@@ -329,7 +271,6 @@ async fn push_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_store::Catalog;
     use tally_store::embedded::{self, EmbeddedLikes, LikesConfig};
 
     /// A hub at 10 pushes per post per second (a 100 ms interval) on a
@@ -398,73 +339,31 @@ mod tests {
         assert_eq!(drain(&mut rx), Vec::<i64>::new(), "nothing more");
     }
 
-    /// A listener that falls behind the feed skips changes, and a skipped
-    /// change may be a post's last: the hub then re-reads watched counts.
     #[tokio::test]
-    async fn falling_behind_the_feed_re_reads_watched_counts() {
+    async fn changes_on_the_feed_reach_the_hub() {
         let dir = tempfile::tempdir().unwrap();
         let pool = embedded::open(dir.path()).await.unwrap();
         let tasks = Tasks::new();
-        let quiet = ChangeFeed::new();
-        let likes = Arc::new(
-            EmbeddedLikes::start(
-                pool.clone(),
-                dir.path(),
-                LikesConfig::default(),
-                quiet,
-                &tasks,
-            )
-            .await
-            .unwrap(),
-        );
-        let catalog = embedded::SqliteCatalog::new(pool);
-        let users = catalog.seed_users("u", 3).await.unwrap();
-        let post = catalog
-            .create_post(tally_store::NewPost {
-                author: users.first_id,
-                caption: String::new(),
-                image_file: "a.png".into(),
-                thumb_file: "a.jpg".into(),
-                width: 1,
-                height: 1,
-            })
-            .await
-            .unwrap()
-            .id;
-        for user in users.first_id..users.first_id + 3 {
-            likes
-                .apply(post, user, tally_store::LikeOp::Like)
-                .await
-                .unwrap();
-        }
-        let feed = ChangeFeed::with_capacity(4);
-        let (hub, mut rx) = LiveHub::new(likes, 10, &tasks);
-        let follower = tokio::spawn(follow(
-            hub.clone(),
-            feed.subscribe(),
-            tasks.token(Stage::Serve),
-        ));
-        hub.watch(post);
-        // Changes of an unwatched post overflow the feed before the
-        // follower runs; none of the watched post's comes through.
-        for version in 1..=20 {
-            feed.publish(Change {
-                post: post + 1,
-                count: version,
-                version,
-            });
-        }
-        let pushed = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("a push after the lag")
-            .expect("hub alive");
-        assert_eq!(
-            (pushed.post_id, pushed.like_count),
-            (post, 3),
-            "the watched post's count, read from the store"
-        );
+        let feed = ChangeFeed::new();
+        let likes = EmbeddedLikes::start(
+            pool,
+            dir.path(),
+            LikesConfig::default(),
+            feed.clone(),
+            &tasks,
+        )
+        .await
+        .unwrap();
+        let hub = LiveHub::start(Arc::new(likes), 10, &feed, &tasks);
+        hub.watch(7);
+        feed.publish(Change {
+            post: 7,
+            count: 4,
+            version: 1,
+        });
+        let slot_count = hub.slots.lock().unwrap()[&7].count;
+        assert_eq!(slot_count, 4, "the hub heard the change in line");
         tasks.shutdown(Duration::from_secs(10)).await;
-        follower.await.unwrap().unwrap();
     }
 
     #[tokio::test]
