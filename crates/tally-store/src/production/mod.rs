@@ -40,6 +40,11 @@ pub use sync::{SyncSettings, SyncWorker};
 use crate::domain::{PostId, UserId};
 use crate::{ChangeFeed, Stage, StoreError, Tasks};
 
+/// PostgreSQL's schema, as migrations (run by [`Production::connect`];
+/// public so that a test can stop at an older version and check that the
+/// next migration keeps the rows).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 /// Settings of the production backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "snake_case")]
@@ -97,7 +102,7 @@ impl Production {
             .acquire_timeout(Duration::from_secs(5))
             .connect(database_url)
             .await?;
-        sqlx::migrate!("./migrations/postgres")
+        MIGRATOR
             .run(&pg)
             .await
             .map_err(|e| StoreError::Internal(e.into()))?;

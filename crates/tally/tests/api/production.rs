@@ -630,3 +630,88 @@ async fn a_hung_redis_switches_the_node_to_postgres_and_back() {
     app.drain().await;
     assert_eq!(app.all_likers(post).await.len(), 3);
 }
+
+/// Migration 0002 turns `likes` into a hash-partitioned table and keeps
+/// every row, tombstones and versions included; the backend then reads
+/// and writes them as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioning_likes_keeps_every_row() {
+    use tally_store::production::MIGRATOR;
+    let url = crate::helpers::fresh_database(&test_admin_database_url()).await;
+    let pg = PgPool::connect(&url).await.expect("connect");
+    MIGRATOR
+        .run_to(1, &pg)
+        .await
+        .expect("the schema before partitioning");
+    sqlx::query(
+        "INSERT INTO users (username, password_hash, created_at) \
+         SELECT 'u' || n, '!', 0 FROM generate_series(1, 50) n",
+    )
+    .execute(&pg)
+    .await
+    .expect("users");
+    sqlx::query(
+        "INSERT INTO posts (author_id, caption, image_file, thumb_file, width, height, created_at) \
+         SELECT 1, 'p', 'a', 'b', 1, 1, 0 FROM generate_series(1, 40)",
+    )
+    .execute(&pg)
+    .await
+    .expect("posts");
+    // Every (post, user) pair, a third of them tombstones, each with its own version.
+    sqlx::query(
+        "INSERT INTO likes (post_id, user_id, liked, version, liked_at) \
+         SELECT p, u, (p + u) % 3 <> 0, p * 1000 + u, p * u FROM generate_series(1, 40) p, \
+         generate_series(1, 50) u",
+    )
+    .execute(&pg)
+    .await
+    .expect("likes");
+    let all = "SELECT post_id, user_id, liked, version, liked_at FROM likes \
+               ORDER BY post_id, user_id";
+    let rows = |pg: PgPool| async move {
+        sqlx::query(all)
+            .fetch_all(&pg)
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<i64, _>(0),
+                    r.get::<i64, _>(1),
+                    r.get::<bool, _>(2),
+                    r.get::<i64, _>(3),
+                    r.get::<i64, _>(4),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = rows(pg.clone()).await;
+    assert_eq!(before.len(), 2000);
+
+    MIGRATOR.run(&pg).await.expect("partition likes");
+    assert_eq!(rows(pg.clone()).await, before, "every row, as it was");
+    let (kind, partitions): (String, i64) = sqlx::query_as(
+        "SELECT c.relkind::text, (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) \
+         FROM pg_class c WHERE c.relname = 'likes'",
+    )
+    .fetch_one(&pg)
+    .await
+    .expect("catalog");
+    assert_eq!((kind.as_str(), partitions), ("p", 16));
+
+    // The backend reads and writes the partitioned table as before.
+    let mut s = Settings::for_tests(std::env::temp_dir());
+    s.redis_url = Some(test_redis_url());
+    s.database_url = Some(url);
+    s.production.key_prefix = crate::helpers::unique_name();
+    let p = connect(&s).await;
+    let liked: BTreeSet<i64> = (1..=50).filter(|u| (7 + u) % 3 != 0).collect();
+    let read: BTreeSet<i64> = p
+        .likers_of(7)
+        .await
+        .expect("likers")
+        .expect("post 7")
+        .into_iter()
+        .collect();
+    assert_eq!(read, liked);
+}
