@@ -200,6 +200,69 @@ def write_behind_drain(prod, prefix, results):
     log(f"write-behind drained {pending} events in {drain_s:.2f}s")
 
 
+def prepare(backends, work):
+    """Seeds users, starts each backend's server and creates its posts."""
+    png(work / "post.png")
+    results = {}
+    for b in backends:
+        b.cli("users", "seed", "--count", str(CFG["users"]), "--tokens-out", str(work / f"{b.name}.tokens"))
+        b.serve()
+        token = (work / f"{b.name}.tokens").read_text().split("\n", 1)[0].split(" ", 1)[1]
+        b.posts = []
+        for i in range(CFG["posts"]):
+            out = subprocess.run(["curl", "-sf", "-H", f"Authorization: Bearer {token}", "-F", f"image=@{work / 'post.png'}",
+                                  "-F", f"caption=bench {i}", f"{b.base}/v1/posts"], check=True, capture_output=True, text=True).stdout
+            b.posts.append(json.loads(out)["id"])
+        results[b.name] = {"runs": []}
+    return results
+
+
+def alternate(backends, work, results, production):
+    """CFG['repeat'] rounds of one wrk run per backend; `production(b)` says whether to sample the
+    write-behind of b. Then proves each backend's counts and takes the medians."""
+    for run in range(CFG["repeat"]):
+        for b in backends:
+            log(f"run {run + 1}/{CFG['repeat']}: {b.name}")
+            samples, stop = [], threading.Event()
+            t = threading.Thread(target=sampler, args=(b.base, samples, stop))
+            t.start()
+            before = metrics(b.base)
+            started = time.time()
+            r = wrk(b.base, work / f"{b.name}.tokens", b.posts[0])
+            elapsed = time.time() - started
+            after = metrics(b.base)
+            stop.set(); t.join()
+            if production(b):
+                r["sync_rows_per_sec"] = round((after.get("tally_sync_events_total", 0) - before.get("tally_sync_events_total", 0)) / elapsed, 1)
+                lags = [s[0] for s in samples]
+                r["sync_lag_max_s"] = max(lags, default=0.0)
+                r["sync_lag_median_s"] = statistics.median(lags) if lags else 0.0
+                r["sync_backlog_max"] = max((s[1] for s in samples), default=0.0)
+            results[b.name]["runs"].append(r)
+    for b in backends:
+        results[b.name]["consistency"] = prove_counts(b, b.posts)
+        log(f"{b.name}: consistency {results[b.name]['consistency']}")
+        ops = metrics(b.base)
+        changed = sum(v for k, v in ops.items() if k.startswith("tally_like_ops_total") and 'changed="true"' in k)
+        allops = sum(v for k, v in ops.items() if k.startswith("tally_like_ops_total"))
+        results[b.name]["changed_fraction"] = round(changed / max(allops, 1), 3)
+        runs = results[b.name]["runs"]
+        results[b.name]["median"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def write_results(name, benchmark, command, results):
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    doc = {
+        "benchmark": benchmark,
+        "command": command + (" --smoke" if SMOKE else ""),
+        "config": CFG,
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()},
+        "results": results,
+    }
+    (OUT / name).write_text(json.dumps(doc, indent=2))
+    print(json.dumps({k: v.get("median", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=1))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     build_release()
@@ -215,49 +278,9 @@ def main():
         tenants.append(other)
         backends = [Backend("embedded@before", work, [], COMPARE), Backend("embedded@after", work, []),
                     Backend("redis_pg@before", work, other.args, COMPARE), Backend("redis_pg@after", work, prod_args)]
-    png(work / "post.png")
-    results = {}
     try:
-        for b in backends:
-            b.cli("users", "seed", "--count", str(CFG["users"]), "--tokens-out", str(work / f"{b.name}.tokens"))
-            b.serve()
-            token = (work / f"{b.name}.tokens").read_text().split("\n", 1)[0].split(" ", 1)[1]
-            b.posts = []
-            for i in range(CFG["posts"]):
-                out = subprocess.run(["curl", "-sf", "-H", f"Authorization: Bearer {token}", "-F", f"image=@{work / 'post.png'}",
-                                      "-F", f"caption=bench {i}", f"{b.base}/v1/posts"], check=True, capture_output=True, text=True).stdout
-                b.posts.append(json.loads(out)["id"])
-            results[b.name] = {"runs": [], "lag_samples": []}
-        for run in range(CFG["repeat"]):
-            for b in backends:
-                log(f"run {run + 1}/{CFG['repeat']}: {b.name}")
-                samples, stop = [], threading.Event()
-                t = threading.Thread(target=sampler, args=(b.base, samples, stop))
-                t.start()
-                before = metrics(b.base)
-                started = time.time()
-                r = wrk(b.base, work / f"{b.name}.tokens", b.posts[0])
-                elapsed = time.time() - started
-                after = metrics(b.base)
-                stop.set(); t.join()
-                if b.name.startswith("redis_pg"):
-                    r["sync_rows_per_sec"] = round((after.get("tally_sync_events_total", 0) - before.get("tally_sync_events_total", 0)) / elapsed, 1)
-                    lags = [s[0] for s in samples]
-                    r["sync_lag_max_s"] = max(lags, default=0.0)
-                    r["sync_lag_median_s"] = statistics.median(lags) if lags else 0.0
-                    r["sync_backlog_max"] = max((s[1] for s in samples), default=0.0)
-                results[b.name]["runs"].append(r)
-        for b in backends:
-            results[b.name]["consistency"] = prove_counts(b, b.posts)
-            log(f"{b.name}: consistency {results[b.name]['consistency']}")
-            ops = metrics(b.base)
-            changed = sum(v for k, v in ops.items() if k.startswith("tally_like_ops_total") and 'changed="true"' in k)
-            allops = sum(v for k, v in ops.items() if k.startswith("tally_like_ops_total"))
-            results[b.name]["changed_fraction"] = round(changed / max(allops, 1), 3)
-            runs = results[b.name]["runs"]
-            results[b.name]["median"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            results[b.name].pop("lag_samples")
-
+        results = prepare(backends, work)
+        alternate(backends, work, results, lambda b: b.name.startswith("redis_pg"))
         if COMPARE:
             for backend in ("embedded", "redis_pg"):
                 before = results[f"{backend}@before"]["median"]["likes_per_sec"]
@@ -272,17 +295,10 @@ def main():
             t.drop()
         subprocess.run(["rm", "-rf", str(work)])
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    doc = {
-        "benchmark": "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs"
-                     + (f"; two builds ({COMPARE} before, this tree after)" if COMPARE else ""),
-        "command": "bench/like_http.py" + (" --smoke" if SMOKE else "") + (f" --compare {COMPARE}" if COMPARE else ""),
-        "config": CFG,
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()},
-        "results": results,
-    }
-    (OUT / ("like-http-compare.json" if COMPARE else "like-http.json")).write_text(json.dumps(doc, indent=2))
-    print(json.dumps({k: v.get("median", v) if isinstance(v, dict) else v for k, v in results.items()}, indent=1))
+    write_results("like-http-compare.json" if COMPARE else "like-http.json",
+                  "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs"
+                  + (f"; two builds ({COMPARE} before, this tree after)" if COMPARE else ""),
+                  "bench/like_http.py" + (f" --compare {COMPARE}" if COMPARE else ""), results)
 
 
 if __name__ == "__main__":

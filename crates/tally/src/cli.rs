@@ -52,8 +52,9 @@ pub struct CommonFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
 
-    /// When a like is acknowledged: after Redis (fast) or after the
-    /// PostgreSQL commit (strict) [default: fast].
+    /// When a like is acknowledged: after Redis (fast), after a Redis
+    /// replica has it too (replicated), or after the PostgreSQL commit
+    /// (strict) [default: fast].
     #[arg(long, global = true, env = "TALLY_DURABILITY", value_parser = durability_parser())]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<Durability>,
@@ -227,6 +228,10 @@ fn durability_parser() -> impl TypedValueParser<Value = Durability> {
         PossibleValue::new("fast").help(
             "After Redis applied the like (and queued its event). Redis's own persistence \
              bounds what a Redis crash can lose",
+        ),
+        PossibleValue::new("replicated").help(
+            "After Redis applied the like and a replica acknowledged it (WAIT 1): it survives \
+             the loss of the master",
         ),
         PossibleValue::new("strict")
             .help("After PostgreSQL committed the event (batched by the write-behind)"),

@@ -9,16 +9,21 @@ pub enum Durability {
     /// After Redis applied the like (and queued its event). Redis's own
     /// persistence bounds what a Redis crash can lose.
     Fast,
+    /// After Redis applied the like and at least one replica of its
+    /// master acknowledged it (`WAIT 1`): it survives the loss of the
+    /// master (a promoted replica has it).
+    Replicated,
     /// After PostgreSQL committed the event (batched by the write-behind).
     Strict,
 }
 
 impl Durability {
-    pub const ALL: [Durability; 2] = [Durability::Fast, Durability::Strict];
+    pub const ALL: [Durability; 3] = [Durability::Fast, Durability::Replicated, Durability::Strict];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fast => "fast",
+            Self::Replicated => "replicated",
             Self::Strict => "strict",
         }
     }
@@ -31,7 +36,7 @@ impl FromStr for Durability {
         Self::ALL
             .into_iter()
             .find(|d| d.as_str() == s)
-            .ok_or_else(|| format!("unknown durability {s:?} (fast, strict)"))
+            .ok_or_else(|| format!("unknown durability {s:?} (fast, replicated, strict)"))
     }
 }
 

@@ -54,6 +54,13 @@ pub struct ProductionSettings {
     /// Partitions (streams, Cluster hash tags). Fixed at deploy time.
     pub partitions: u32,
     pub durability: Durability,
+    /// Replicated durability: how long a like waits for a replica's
+    /// acknowledgement before answering 503.
+    pub replication_timeout_ms: u64,
+    /// Replicated durability: connections that carry likes and their
+    /// `WAIT`s (a `WAIT` holds its connection until the replica answers,
+    /// so likes spread over several).
+    pub replication_connections: u32,
     /// Redis connect and response timeout: past it, Redis counts as down.
     pub redis_timeout_ms: u64,
     pub pg_max_connections: u32,
@@ -70,6 +77,8 @@ impl Default for ProductionSettings {
             key_prefix: "tally".into(),
             partitions: 64,
             durability: Durability::Fast,
+            replication_timeout_ms: 1000,
+            replication_connections: 8,
             redis_timeout_ms: 500,
             pg_max_connections: 16,
             sync: SyncSettings::default(),
@@ -85,6 +94,9 @@ pub struct Production {
     /// For connections of their own (Pub/Sub).
     pub client: redis::Client,
     pub redis: ConnectionManager,
+    /// Replicated durability: the connections likes and their `WAIT`s
+    /// take turns on (empty in other modes).
+    pub waiters: Vec<ConnectionManager>,
     pub pg: PgPool,
     pub keys: Keys,
     pub settings: ProductionSettings,
@@ -114,15 +126,30 @@ impl Production {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let mut redis = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(config.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         scripts::load_all(&mut redis)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        let mut waiters = Vec::new();
+        if settings.durability == Durability::Replicated {
+            // A reply may wait for the replica as long as WAIT allows.
+            let wait = timeout + Duration::from_millis(settings.replication_timeout_ms);
+            let config = config.set_response_timeout(Some(wait));
+            for _ in 0..settings.replication_connections.max(1) {
+                waiters.push(
+                    client
+                        .get_connection_manager_with_config(config.clone())
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?,
+                );
+            }
+        }
         Ok(Self {
             client,
             redis,
+            waiters,
             pg,
             keys: Keys::new(&settings.key_prefix, settings.partitions),
             settings,
@@ -140,6 +167,10 @@ impl Production {
             self.keys.clone(),
             self.settings.durability,
             ack_timeout,
+        )
+        .with_replication(
+            self.waiters.clone(),
+            Duration::from_millis(self.settings.replication_timeout_ms),
         )
     }
 

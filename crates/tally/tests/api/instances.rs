@@ -72,16 +72,56 @@ pub struct ExtraRedis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Extra arguments it runs with (kept for restarts).
+    args: Vec<String>,
 }
 
 impl ExtraRedis {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub fn start() -> Self {
         let dir = temp_dir("tally-redis-");
-        let (port, child) =
-            on_free_port("Redis", |port| Ok((port, spawn_redis(port, dir.path())?)));
+        let (port, child) = on_free_port("Redis", |port| {
+            Ok((port, spawn_redis(port, dir.path(), &[])?))
+        });
         let child = Some(child);
-        ExtraRedis { port, dir, child }
+        ExtraRedis {
+            port,
+            dir,
+            child,
+            args: Vec::new(),
+        }
+    }
+
+    /// Starts a replica of `master` and waits until its link is up and the
+    /// master counts it, so that `WAIT 1` can succeed at once.
+    pub fn start_replica_of(master: &ExtraRedis) -> Self {
+        let dir = temp_dir("tally-redis-replica-");
+        let args = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port.to_string(),
+        ];
+        let (port, child) = on_free_port("Redis replica", |port| {
+            Ok((port, spawn_redis(port, dir.path(), &args)?))
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !(redis_reply(port, "INFO replication", "master_link_status:")
+            .is_some_and(|i| i.contains("master_link_status:up"))
+            && redis_reply(master.port, "INFO replication", "connected_slaves:")
+                .is_some_and(|i| i.contains("connected_slaves:1")))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync within {READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ExtraRedis {
+            port,
+            dir,
+            child: Some(child),
+            args,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -123,7 +163,7 @@ impl ExtraRedis {
     /// if it still runs) and waits until it answers PING.
     pub fn restart(&mut self) {
         self.kill();
-        let child = spawn_redis(self.port, self.dir.path());
+        let child = spawn_redis(self.port, self.dir.path(), &self.args);
         self.child =
             Some(child.unwrap_or_else(|e| panic!("could not restart the private Redis:\n{e}")));
     }
@@ -140,7 +180,7 @@ impl Drop for ExtraRedis {
 /// Spawns redis-server and waits until *this* process answers on `port`
 /// (INFO's process_id must match, so a stranger on the port is not taken
 /// for it) and PING gets +PONG. Err carries the server log.
-fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
+fn spawn_redis(port: u16, dir: &Path, args: &[String]) -> Result<Child, String> {
     let log_path = dir.join("redis.log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path);
     let log = log.expect("open the Redis log file");
@@ -148,6 +188,7 @@ fn spawn_redis(port: u16, dir: &Path) -> Result<Child, String> {
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the Redis log handle"))
         .stderr(log)

@@ -715,3 +715,63 @@ async fn partitioning_likes_keeps_every_row() {
         .collect();
     assert_eq!(read, liked);
 }
+
+/// Replicated durability: a like is answered once a replica of its master
+/// has it (so a promoted replica has every acknowledged like); with no
+/// replica answering it is not acknowledged (503, outcome unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_mode_answers_once_a_replica_has_the_like() {
+    let master = ExtraRedis::start();
+    let mut replica = ExtraRedis::start_replica_of(&master);
+    let app = TestApp::spawn_with(Backend::RedisPg, |s| {
+        s.redis_url = Some(master.url());
+        s.production.durability = Durability::Replicated;
+        s.production.replication_timeout_ms = 500;
+    })
+    .await;
+    let users = app.seed_users(3).await;
+    let post = app.post(&users[0]).await;
+    let keys = tally_store::production::Keys::new(
+        &app.settings.production.key_prefix,
+        app.settings.production.partitions,
+    );
+    let mut on_replica = redis::Client::open(replica.url())
+        .expect("replica url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the replica");
+    for (n, user) in users.iter().enumerate() {
+        assert_eq!(
+            answer(app.like(user, post).await).await,
+            (true, n as i64 + 1)
+        );
+        let there: bool = redis::cmd("SISMEMBER")
+            .arg(keys.likers(post))
+            .arg(user.id)
+            .query_async(&mut on_replica)
+            .await
+            .expect("read the replica");
+        assert!(there, "like {n} was answered before the replica had it");
+    }
+    // A repeat is answered too.
+    assert_eq!(answer(app.like(&users[0], post).await).await, (true, 3));
+
+    replica.kill();
+    let started = std::time::Instant::now();
+    crate::helpers::assert_error(
+        app.unlike(&users[1], post).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "it waited for a replica ({:?})",
+        started.elapsed()
+    );
+    // The master applied it; the client learns the outcome by reading back.
+    assert_eq!(
+        app.get_post(Some(&users[1]), post).await["likedByMe"],
+        false
+    );
+}

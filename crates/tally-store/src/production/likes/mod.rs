@@ -13,7 +13,7 @@ use failover::is_unreachable;
 pub(super) use failover::watch_redis;
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,13 @@ pub struct RedisLikes {
     /// its own (thousands of PostgreSQL reads and scratch sets, whose
     /// queueing pushed Redis calls past their timeout and into fallback).
     loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
+    /// Replicated durability: likes run on these connections in turn, each
+    /// followed by `WAIT 1` on the same connection (WAIT covers the writes
+    /// of its own connection, and holds it until a replica answers).
+    waiters: Vec<ConnectionManager>,
+    next_waiter: AtomicUsize,
+    /// How long `WAIT` may take before the like answers 503.
+    replication_timeout: Duration,
 }
 
 impl RedisLikes {
@@ -78,6 +85,47 @@ impl RedisLikes {
             touched_while_down: Mutex::new(HashSet::new()),
             fallback_gate: tokio::sync::RwLock::new(()),
             loading: DashMap::new(),
+            waiters: Vec::new(),
+            next_waiter: AtomicUsize::new(0),
+            replication_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Replicated durability's connections and `WAIT` timeout.
+    pub fn with_replication(mut self, waiters: Vec<ConnectionManager>, timeout: Duration) -> Self {
+        self.waiters = waiters;
+        self.replication_timeout = timeout;
+        self
+    }
+
+    /// The connection a like runs on: the shared one, or in replicated
+    /// mode the next of the waiters.
+    fn like_connection(&self) -> ConnectionManager {
+        if self.durability != Durability::Replicated || self.waiters.is_empty() {
+            return self.redis.clone();
+        }
+        let n = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        self.waiters[n % self.waiters.len()].clone()
+    }
+
+    /// Replicated durability: waits until a replica has every write made
+    /// on `conn` so far (the like's among them).
+    async fn wait_replicated(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let replicas: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(self.replication_timeout.as_millis() as u64)
+            .query_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        metrics::histogram!("tally_replication_wait_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if replicas >= 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "no Redis replica acknowledged this like in time (replicated durability); it may still land".into(),
+            ))
         }
     }
 
@@ -103,9 +151,9 @@ impl RedisLikes {
         post: PostId,
         user: UserId,
         op: LikeOp,
+        redis: &mut ConnectionManager,
     ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
         let partition = self.keys.partition(post);
-        let mut redis = self.redis.clone();
         let started = Instant::now();
         let (status, count, liked, version): (i64, i64, i64, i64) = scripts::LIKE
             .key(self.keys.count(post))
@@ -117,7 +165,7 @@ impl RedisLikes {
             .arg(post)
             .arg(now_ms())
             .arg(&self.live_channel)
-            .invoke_async(&mut redis)
+            .invoke_async(redis)
             .await?;
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
         if status < 0 {
@@ -195,15 +243,21 @@ impl Likes for RedisLikes {
         }
         // A post found unloaded twice in a row is a sign of eviction,
         // which the deployment must not allow (maxmemory-policy noeviction).
+        let mut redis = self.like_connection();
         for attempt in 0..3 {
-            match self.apply_redis(post, user, op).await {
+            match self.apply_redis(post, user, op, &mut redis).await {
                 Ok(None) if attempt < 2 => self.load(post).await?,
                 Ok(None) => break,
                 Ok(Some((outcome, version))) => {
-                    // Strict: also a repeat waits, for the change it repeats
-                    // (`version` is then the partition's latest).
-                    if self.durability == Durability::Strict {
-                        self.wait_applied(post, version).await?;
+                    match self.durability {
+                        Durability::Fast => {}
+                        // Also a repeat waits: for the writes made on its
+                        // connection (the change it repeats was answered
+                        // 503 if no replica had it in time).
+                        Durability::Replicated => self.wait_replicated(&mut redis).await?,
+                        // Strict: also a repeat waits, for the change it
+                        // repeats (`version` is then the partition's latest).
+                        Durability::Strict => self.wait_applied(post, version).await?,
                     }
                     return Ok(outcome);
                 }
