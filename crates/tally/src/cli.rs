@@ -47,6 +47,12 @@ pub struct CommonFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
 
+    /// A streaming replica of --database-url for reads that may trail it:
+    /// feed pages and who liked [default: the primary].
+    #[arg(long, global = true, env = "TALLY_DATABASE_READ_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_read_url: Option<String>,
+
     /// Prefix of every Redis key (isolates tenants) [default: tally].
     #[arg(long, global = true, env = "TALLY_KEY_PREFIX")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,11 +14,25 @@ use crate::{NO_LOGIN_HASH, now_ms};
 #[derive(Clone)]
 pub struct PgCatalog {
     pool: PgPool,
+    /// Reads that may trail the primary (the feed, who liked): a streaming
+    /// replica's pool, or the primary's.
+    read: PgPool,
 }
 
 impl PgCatalog {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            read: pool.clone(),
+            pool,
+        }
+    }
+
+    /// Feed pages and likers pages go to `read` (a streaming replica); all
+    /// else, a single post by id included (its author reads it right after
+    /// creating it), to the primary.
+    pub fn with_read_pool(mut self, read: PgPool) -> Self {
+        self.read = read;
+        self
     }
 }
 
@@ -169,7 +183,7 @@ impl Catalog for PgCatalog {
         let rows = sqlx::query(post_select!("WHERE p.id < $1 ORDER BY p.id DESC LIMIT $2"))
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         Ok(rows.iter().map(post_from_row).collect::<Result<_, _>>()?)
     }
@@ -191,7 +205,7 @@ impl Catalog for PgCatalog {
         .bind(at)
         .bind(user)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {

@@ -54,6 +54,9 @@ pub struct ProductionSettings {
     /// Partitions (streams, Cluster hash tags). Fixed at deploy time.
     pub partitions: u32,
     pub durability: Durability,
+    /// A streaming replica of `database_url` for reads that may trail the
+    /// primary: feed pages and who liked (not counts: they come from Redis).
+    pub database_read_url: Option<String>,
     /// Replicated durability: how long a like waits for a replica's
     /// acknowledgement before answering 503.
     pub replication_timeout_ms: u64,
@@ -77,6 +80,7 @@ impl Default for ProductionSettings {
             key_prefix: "tally".into(),
             partitions: 64,
             durability: Durability::Fast,
+            database_read_url: None,
             replication_timeout_ms: 1000,
             replication_connections: 8,
             redis_timeout_ms: 500,
@@ -94,6 +98,8 @@ pub struct Production {
     /// For connections of their own (Pub/Sub).
     pub client: redis::Client,
     pub redis: ConnectionManager,
+    /// Reads that may trail (feed, who liked): the replica's pool, or `pg`.
+    pub pg_read: PgPool,
     /// Replicated durability: the connections likes and their `WAIT`s
     /// take turns on (empty in other modes).
     pub waiters: Vec<ConnectionManager>,
@@ -118,6 +124,16 @@ impl Production {
             .run(&pg)
             .await
             .map_err(|e| StoreError::Internal(e.into()))?;
+        let pg_read = match &settings.database_read_url {
+            Some(url) => {
+                PgPoolOptions::new()
+                    .max_connections(settings.pg_max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await?
+            }
+            None => pg.clone(),
+        };
         let timeout = Duration::from_millis(settings.redis_timeout_ms);
         let client = redis::Client::open(redis_url).map_err(|e| StoreError::Internal(e.into()))?;
         let config = ConnectionManagerConfig::new()
@@ -149,6 +165,7 @@ impl Production {
         Ok(Self {
             client,
             redis,
+            pg_read,
             waiters,
             pg,
             keys: Keys::new(&settings.key_prefix, settings.partitions),
@@ -157,7 +174,7 @@ impl Production {
     }
 
     pub fn catalog(&self) -> PgCatalog {
-        PgCatalog::new(self.pg.clone())
+        PgCatalog::new(self.pg.clone()).with_read_pool(self.pg_read.clone())
     }
 
     pub fn likes(&self, ack_timeout: Duration) -> RedisLikes {

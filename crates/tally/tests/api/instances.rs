@@ -272,6 +272,60 @@ impl ExtraPostgres {
         pg
     }
 
+    /// A streaming replica of `primary` (`pg_basebackup -R`), started on a
+    /// free port; waits until it accepts connections.
+    pub fn start_standby_of(primary: &ExtraPostgres) -> Self {
+        let bin = primary.bin.clone();
+        let dir = temp_dir("tally-pg-standby-");
+        if is_root() {
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(dir.path());
+            run(&mut chown, "chown postgres:postgres").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut backup = pg_command(&bin, "pg_basebackup", dir.path());
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-R", "-X", "stream", "--no-sync"]);
+        run(&mut backup, "pg_basebackup").unwrap_or_else(|e| panic!("{e}"));
+        let mut pg = ExtraPostgres {
+            port: 0,
+            bin,
+            running: false,
+            dir,
+        };
+        pg.port = on_free_port("PostgreSQL standby", |port| {
+            pg.pg_ctl_start(port).map(|()| port)
+        });
+        pg
+    }
+
+    /// Pauses (true) or resumes (false) WAL replay on this standby: it then
+    /// trails its primary for as long as the test wants.
+    pub async fn pause_replay(&self, paused: bool) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url())
+            .await
+            .expect("connect to the standby");
+        let call = if paused {
+            "SELECT pg_wal_replay_pause()::text"
+        } else {
+            "SELECT pg_wal_replay_resume()::text"
+        };
+        sqlx::query(call)
+            .execute(&mut conn)
+            .await
+            .expect("pause or resume replay");
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -775,3 +775,59 @@ async fn replicated_mode_answers_once_a_replica_has_the_like() {
         false
     );
 }
+
+/// A streaming replica serves feed and likers pages, which may trail the
+/// primary; a post reads from the primary right after it is created; counts
+/// come from Redis, so a replica that lags never makes a like wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_replica_serves_feeds_and_likers_and_never_makes_a_like_wrong() {
+    let primary = ExtraPostgres::start();
+    let standby = ExtraPostgres::start_standby_of(&primary);
+    let app = TestApp::spawn_with(Backend::RedisPg, |s| {
+        s.database_url = Some(primary.url());
+        s.production.database_read_url = Some(standby.url());
+    })
+    .await;
+    let users = app.seed_users(2).await;
+    let post = app.post(&users[0]).await;
+    assert_eq!(
+        app.get_post(None, post).await["id"],
+        post,
+        "from the primary"
+    );
+
+    // The feed comes from the standby, once it has replayed the post.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.get_json("/v1/posts?limit=10").await["items"][0]["id"] != post {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed never showed the post"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    standby.pause_replay(true).await;
+    assert_eq!(answer(app.like(&users[1], post).await).await, (true, 1));
+    assert_eq!(app.get_post(Some(&users[1]), post).await["likeCount"], 1);
+    app.drain().await;
+    let likers = format!("/v1/posts/{post}/likers?limit=10");
+    assert_eq!(
+        app.get_json(&likers).await["items"],
+        serde_json::json!([]),
+        "who liked comes from the paused standby, which trails"
+    );
+    assert_eq!(
+        app.get_post(None, post).await["likeCount"],
+        1,
+        "counts do not"
+    );
+
+    standby.pause_replay(false).await;
+    while app.get_json(&likers).await["items"][0]["id"] != users[1].id {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the likers never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
