@@ -324,6 +324,23 @@ impl ExtraPostgres {
             .execute(&mut conn)
             .await
             .expect("pause or resume replay");
+        // A pause is only requested until replay reaches a safe point.
+        let want = if paused { "paused" } else { "not paused" };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
+                .fetch_one(&mut conn)
+                .await
+                .expect("replay state");
+            if state == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replay is {state:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self) -> String {
