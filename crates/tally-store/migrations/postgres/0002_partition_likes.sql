@@ -9,7 +9,9 @@
 -- The migration keeps every row: the old table is renamed, its rows copied
 -- into the partitioned one, then dropped, in the migration's transaction.
 -- It locks `likes` for the copy: run it in a quiet moment on a big table
--- (docs/OPERATIONS.md).
+-- (docs/OPERATIONS.md). A node that cannot take the lock within 30 s
+-- fails to start rather than queueing every reader behind it.
+SET LOCAL lock_timeout = '30s';
 ALTER TABLE likes RENAME TO likes_unpartitioned;
 ALTER INDEX likes_pkey RENAME TO likes_unpartitioned_pkey;
 ALTER INDEX likes_newest_first RENAME TO likes_unpartitioned_newest_first;

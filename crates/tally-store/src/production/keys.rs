@@ -71,6 +71,13 @@ impl Keys {
         format!("{}:events", self.tag(partition))
     }
 
+    /// Written before a replicated-durability `WAIT`, so that the wait
+    /// covers everything the master applied so far (a `WAIT` only covers
+    /// its own connection's writes).
+    pub fn fence(&self, partition: u32) -> String {
+        format!("{}:fence", self.tag(partition))
+    }
+
     pub fn seq(&self, partition: u32) -> String {
         format!("{}:seq", self.tag(partition))
     }

@@ -60,9 +60,9 @@ pub struct ProductionSettings {
     /// Replicated durability: how long a like waits for a replica's
     /// acknowledgement before answering 503.
     pub replication_timeout_ms: u64,
-    /// Replicated durability: connections that carry likes and their
-    /// `WAIT`s (a `WAIT` holds its connection until the replica answers,
-    /// so likes spread over several).
+    /// Replicated durability: connections that carry the `WAIT`s (a
+    /// `WAIT` holds its connection until a replica answers, so they spread
+    /// over several).
     pub replication_connections: u32,
     /// Redis connect and response timeout: past it, Redis counts as down.
     pub redis_timeout_ms: u64,
@@ -100,8 +100,8 @@ pub struct Production {
     pub redis: ConnectionManager,
     /// Reads that may trail (feed, who liked): the replica's pool, or `pg`.
     pub pg_read: PgPool,
-    /// Replicated durability: the connections likes and their `WAIT`s
-    /// take turns on (empty in other modes).
+    /// Replicated durability: the connections the `WAIT`s take turns on
+    /// (empty in other modes).
     pub waiters: Vec<ConnectionManager>,
     pub pg: PgPool,
     pub keys: Keys,
@@ -150,8 +150,9 @@ impl Production {
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         let mut waiters = Vec::new();
         if settings.durability == Durability::Replicated {
-            // A reply may wait for the replica as long as WAIT allows.
-            let wait = timeout + Duration::from_millis(settings.replication_timeout_ms);
+            // A reply may wait for the replica as long as WAIT allows. (0
+            // would make WAIT wait forever: it counts as 1 ms.)
+            let wait = timeout + Duration::from_millis(settings.replication_timeout_ms.max(1));
             let config = config.set_response_timeout(Some(wait));
             for _ in 0..settings.replication_connections.max(1) {
                 waiters.push(

@@ -57,9 +57,8 @@ pub struct RedisLikes {
     /// its own (thousands of PostgreSQL reads and scratch sets, whose
     /// queueing pushed Redis calls past their timeout and into fallback).
     loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
-    /// Replicated durability: likes run on these connections in turn, each
-    /// followed by `WAIT 1` on the same connection (WAIT covers the writes
-    /// of its own connection, and holds it until a replica answers).
+    /// Replicated durability: the connections that carry the `WAIT`s, in
+    /// turn (a `WAIT` holds its connection until a replica answers).
     waiters: Vec<ConnectionManager>,
     next_waiter: AtomicUsize,
     /// How long `WAIT` may take before the like answers 503.
@@ -98,24 +97,31 @@ impl RedisLikes {
         self
     }
 
-    /// The connection a like runs on: the shared one, or in replicated
-    /// mode the next of the waiters.
-    fn like_connection(&self) -> ConnectionManager {
-        if self.durability != Durability::Replicated || self.waiters.is_empty() {
-            return self.redis.clone();
-        }
-        let n = self.next_waiter.fetch_add(1, Ordering::Relaxed);
-        self.waiters[n % self.waiters.len()].clone()
-    }
-
-    /// Replicated durability: waits until a replica has every write made
-    /// on `conn` so far (the like's among them).
-    async fn wait_replicated(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    /// Replicated durability: waits until a replica has everything the
+    /// master applied so far, the like (or the change a repeat repeats)
+    /// included. `WAIT` covers only the writes of its own connection, so a
+    /// fence write goes first on the same connection, in one pipeline (a
+    /// reconnect cannot come between them); and it blocks its connection,
+    /// so it runs on one of the waiters, never on the shared connection.
+    async fn wait_replicated(&self, post: PostId) -> Result<(), StoreError> {
+        let Some(conn) = (!self.waiters.is_empty()).then(|| {
+            let n = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+            self.waiters[n % self.waiters.len()].clone()
+        }) else {
+            return Err(StoreError::Internal(anyhow::anyhow!(
+                "replicated durability without replication connections"
+            )));
+        };
         let started = Instant::now();
-        let replicas: i64 = redis::cmd("WAIT")
+        let (replicas,): (i64,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.fence(self.keys.partition(post)))
             .arg(1)
-            .arg(self.replication_timeout.as_millis() as u64)
-            .query_async(conn)
+            .ignore()
+            .cmd("WAIT")
+            .arg(1)
+            .arg(self.replication_timeout.as_millis().max(1) as u64)
+            .query_async(&mut conn.clone())
             .await
             .map_err(|e| self.redis_error(e))?;
         metrics::histogram!("tally_replication_wait_seconds")
@@ -243,7 +249,7 @@ impl Likes for RedisLikes {
         }
         // A post found unloaded twice in a row is a sign of eviction,
         // which the deployment must not allow (maxmemory-policy noeviction).
-        let mut redis = self.like_connection();
+        let mut redis = self.redis.clone();
         for attempt in 0..3 {
             match self.apply_redis(post, user, op, &mut redis).await {
                 Ok(None) if attempt < 2 => self.load(post).await?,
@@ -251,10 +257,8 @@ impl Likes for RedisLikes {
                 Ok(Some((outcome, version))) => {
                     match self.durability {
                         Durability::Fast => {}
-                        // Also a repeat waits: for the writes made on its
-                        // connection (the change it repeats was answered
-                        // 503 if no replica had it in time).
-                        Durability::Replicated => self.wait_replicated(&mut redis).await?,
+                        // Also a repeat waits, for the change it repeats.
+                        Durability::Replicated => self.wait_replicated(post).await?,
                         // Strict: also a repeat waits, for the change it
                         // repeats (`version` is then the partition's latest).
                         Durability::Strict => self.wait_applied(post, version).await?,
