@@ -218,10 +218,13 @@ def prepare(backends, work):
 
 
 def alternate(backends, work, results, production):
-    """CFG['repeat'] rounds of one wrk run per backend; `production(b)` says whether to sample the
+    """CFG['repeat'] rounds of one wrk run per backend, the order rotating each round; `production(b)` says whether to sample the
     write-behind of b. Then proves each backend's counts and takes the medians."""
     for run in range(CFG["repeat"]):
-        for b in backends:
+        # Rotated each round, so that no backend always runs right after the
+        # same one (and its write-behind's catching up).
+        shift = run % len(backends)
+        for b in backends[shift:] + backends[:shift]:
             log(f"run {run + 1}/{CFG['repeat']}: {b.name}")
             samples, stop = [], threading.Event()
             t = threading.Thread(target=sampler, args=(b.base, samples, stop))
