@@ -21,25 +21,44 @@ RULES = {
     "tally": ({"tally-store", "tally-bench", "tally-server", "tally-client"}, set()),
 }
 
+def violations(packages):
+    """What breaks the rules, for `cargo metadata`'s packages."""
+    members = {p["name"]: p for p in packages}
+    errors = []
+    if set(members) != set(RULES):
+        errors.append(f"workspace crates {sorted(members)} differ from the rules' {sorted(RULES)}")
+    for name, package in members.items():
+        allowed, banned = RULES.get(name, (set(), set()))
+        for dep in package["dependencies"]:
+            if dep["kind"] is not None:  # dev and build dependencies
+                continue
+            dep_name = dep["name"]
+            if dep_name in RULES and dep_name not in allowed:
+                errors.append(f"{name} must not depend on {dep_name}")
+            if dep_name in banned:
+                errors.append(f"{name} must not depend on {dep_name}")
+    return errors
+
+
 meta = json.loads(subprocess.run(
     ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
     check=True, capture_output=True, text=True).stdout)
-members = {p["name"]: p for p in meta["packages"]}
-errors = []
-if set(members) != set(RULES):
-    errors.append(f"workspace crates {sorted(members)} differ from the rules' {sorted(RULES)}")
-for name, package in members.items():
-    allowed, banned = RULES.get(name, (set(), set()))
-    for dep in package["dependencies"]:
-        if dep["kind"] is not None:  # dev and build dependencies
-            continue
-        dep_name = dep["name"]
-        if dep_name in RULES and dep_name not in allowed:
-            errors.append(f"{name} must not depend on {dep_name}")
-        if dep_name in banned:
-            errors.append(f"{name} must not depend on {dep_name}")
+packages = meta["packages"]
+
+# The check must be able to fail: the real metadata plus a store that uses
+# the server and axum, and a test-only use that is allowed, must give
+# exactly those two errors.
+planted = json.loads(json.dumps(packages))
+for p in planted:
+    if p["name"] == "tally-store":
+        p["dependencies"] += [{"name": "tally-server", "kind": None}, {"name": "axum", "kind": None},
+                              {"name": "axum", "kind": "dev"}]
+assert violations(planted) == ["tally-store must not depend on tally-server",
+                               "tally-store must not depend on axum"], violations(planted)
+
+errors = violations(packages)
 for e in errors:
     print(f"check_deps: {e}", file=sys.stderr)
 if errors:
     sys.exit(1)
-print(f"check_deps: {len(members)} crates keep their dependency rules")
+print(f"check_deps: {len(packages)} crates keep their dependency rules (and a planted violation is caught)")
