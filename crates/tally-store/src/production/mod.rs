@@ -124,14 +124,13 @@ impl Production {
             .run(&pg)
             .await
             .map_err(|e| StoreError::Internal(e.into()))?;
+        // Lazy: a replica that is down at start costs its reads (503 until
+        // it is back), not the node's start.
         let pg_read = match &settings.database_read_url {
-            Some(url) => {
-                PgPoolOptions::new()
-                    .max_connections(settings.pg_max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect(url)
-                    .await?
-            }
+            Some(url) => PgPoolOptions::new()
+                .max_connections(settings.pg_max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy(url)?,
             None => pg.clone(),
         };
         let timeout = Duration::from_millis(settings.redis_timeout_ms);
