@@ -77,9 +77,19 @@ pub(super) async fn status_of(
     partitions: &[u32],
 ) -> Result<SyncStatus, redis::RedisError> {
     let streams = nonempty_streams(redis, keys, partitions).await?;
+    summarize(redis, keys, &streams).await
+}
+
+/// The status of streams already read: `(partition, length, group)` each.
+/// One more round trip finds the oldest unapplied entry of each.
+pub(super) async fn summarize(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    streams: &[(u32, u64, Option<GroupInfo>)],
+) -> Result<SyncStatus, redis::RedisError> {
     let mut oldest = redis::pipe();
     let mut backlog = 0;
-    for (p, len, info) in &streams {
+    for (p, len, info) in streams {
         let n = GroupInfo::unapplied(info.as_ref(), *len);
         if n == 0 {
             continue;

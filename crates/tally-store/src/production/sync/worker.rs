@@ -311,35 +311,44 @@ impl SyncWorker {
         for p in &partitions {
             pipe.cmd("XINFO").arg("GROUPS").arg(self.keys.stream(*p));
             pipe.cmd("XPENDING").arg(self.keys.stream(*p)).arg(GROUP);
+            pipe.cmd("XLEN").arg(self.keys.stream(*p));
         }
         let Ok(values) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
             return;
         };
         let mut trim = redis::pipe();
-        for (p, pair) in partitions.iter().zip(values.chunks(2)) {
-            let Some(info) = group_info(&pair[0]) else {
-                continue;
+        let mut streams = Vec::new();
+        for (p, reply) in partitions.iter().zip(values.chunks(3)) {
+            let info = group_info(&reply[0]);
+            let len = match reply[2] {
+                Value::Int(n) => n.max(0) as u64,
+                _ => 0,
             };
-            // Everything before the oldest pending entry, and up to the last
-            // delivered one, is acknowledged by every consumer.
-            let oldest_pending = match &pair[1] {
-                Value::Array(summary) if info.pending > 0 => summary.get(1).and_then(as_string),
-                _ => None,
-            };
-            let min_id = oldest_pending.or_else(|| next_id(&info.last_delivered));
-            if let Some(min_id) = min_id {
-                trim.cmd("XTRIM")
-                    .arg(self.keys.stream(*p))
-                    .arg("MINID")
-                    .arg(min_id)
-                    .ignore();
+            if let Some(info) = &info {
+                // Everything before the oldest pending entry, and up to the
+                // last delivered one, is acknowledged by every consumer.
+                let oldest_pending = match &reply[1] {
+                    Value::Array(summary) if info.pending > 0 => summary.get(1).and_then(as_string),
+                    _ => None,
+                };
+                let min_id = oldest_pending.or_else(|| next_id(&info.last_delivered));
+                if let Some(min_id) = min_id {
+                    trim.cmd("XTRIM")
+                        .arg(self.keys.stream(*p))
+                        .arg("MINID")
+                        .arg(min_id)
+                        .ignore();
+                }
+            }
+            if len > 0 {
+                streams.push((*p, len, info));
             }
         }
         let _ = trim.query_async::<()>(&mut self.redis).await;
         self.claim_orphans(&partitions).await;
         // The same backlog and lag that readiness and the load panel read,
-        // over the partitions this worker owns.
-        if let Ok(s) = status::status_of(&mut self.redis, &self.keys, &partitions).await {
+        // over the partitions this worker owns, from the replies above.
+        if let Ok(s) = status::summarize(&mut self.redis, &self.keys, &streams).await {
             metrics::gauge!("tally_sync_backlog_events").set(s.backlog as f64);
             metrics::gauge!("tally_sync_lag_seconds").set(s.lag_ms / 1000.0);
         }
