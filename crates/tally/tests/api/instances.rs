@@ -252,12 +252,7 @@ impl ExtraPostgres {
     pub fn start() -> Self {
         let bin = pg_bin_dir();
         let dir = temp_dir("tally-pg-");
-        if is_root() {
-            // PostgreSQL refuses to run as root: hand the 0700 dir to postgres.
-            let mut chown = Command::new("chown");
-            chown.arg("postgres:postgres").arg(dir.path());
-            run(&mut chown, "chown postgres:postgres").unwrap_or_else(|e| panic!("{e}"));
-        }
+        give_to_postgres(dir.path());
         let mut initdb = pg_command(&bin, "initdb", dir.path());
         initdb.arg("-D").arg(dir.path().join("data"));
         initdb.args("-A trust -U postgres -E UTF8 --locale=C --no-sync".split(' '));
@@ -277,11 +272,7 @@ impl ExtraPostgres {
     pub fn start_standby_of(primary: &ExtraPostgres) -> Self {
         let bin = primary.bin.clone();
         let dir = temp_dir("tally-pg-standby-");
-        if is_root() {
-            let mut chown = Command::new("chown");
-            chown.arg("postgres:postgres").arg(dir.path());
-            run(&mut chown, "chown postgres:postgres").unwrap_or_else(|e| panic!("{e}"));
-        }
+        give_to_postgres(dir.path());
         let mut backup = pg_command(&bin, "pg_basebackup", dir.path());
         backup
             .args([
@@ -418,6 +409,15 @@ fn pg_command(bin: &Path, program: &str, cwd: &Path) -> Command {
     }
     cmd.current_dir(cwd).stdin(Stdio::null());
     cmd
+}
+
+/// PostgreSQL refuses to run as root: as root, hand the 0700 dir to postgres.
+fn give_to_postgres(dir: &Path) {
+    if is_root() {
+        let mut chown = Command::new("chown");
+        chown.arg("postgres:postgres").arg(dir);
+        run(&mut chown, "chown postgres:postgres").unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 fn is_root() -> bool {
