@@ -10,6 +10,10 @@ set -euo pipefail
 
 export TALLY_TEST_REDIS_URL="${TALLY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export TALLY_TEST_DATABASE_URL="${TALLY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+# A Redis Cluster of 3 masters and 3 replicas on 7000-7005 (ensure_redis_cluster).
+export TALLY_TEST_CLUSTER_URL="${TALLY_TEST_CLUSTER_URL:-redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002}"
+TALLY_CLUSTER_PORTS="7000 7001 7002 7003 7004 7005"
+TALLY_CLUSTER_DIR="${TALLY_CLUSTER_DIR:-/tmp/tally-cluster}"
 
 log() { printf '\033[1m[services]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[services] FATAL:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -41,6 +45,58 @@ ensure_redis() {
     fi
     redis-cli -u "$TALLY_TEST_REDIS_URL" ping >/dev/null 2>&1 \
         || die "Redis is not reachable at $TALLY_TEST_REDIS_URL"
+}
+
+cluster_ok() { # every slot served and the state ok, as node 7000 sees it
+    redis-cli -p 7000 cluster info 2>/dev/null | grep -q '^cluster_state:ok' \
+        && redis-cli -p 7000 cluster info 2>/dev/null | grep -q '^cluster_slots_ok:16384'
+}
+
+# A local Redis Cluster for the cluster backend's tests: six redis-servers
+# (3 masters, 3 replicas) with a 2 s node timeout, so that a killed master's
+# replica takes over in seconds. Reuses one that runs and is healthy, and
+# heals one left half-dead by an earlier run (a killed node is restarted
+# from its nodes.conf and rejoins); starts a fresh one otherwise.
+ensure_redis_cluster() {
+    need_command redis-server redis-server
+    need_command redis-cli redis-tools
+    local port
+    for port in $TALLY_CLUSTER_PORTS; do
+        if ! redis-cli -p "$port" ping >/dev/null 2>&1 && [ -f "$TALLY_CLUSTER_DIR/$port/nodes.conf" ]; then
+            log "restarting Redis Cluster node $port"
+            start_cluster_node "$port"
+        fi
+    done
+    for _ in $(seq 100); do cluster_ok && break; sleep 0.1; done
+    if ! cluster_ok; then
+        log "starting a fresh Redis Cluster on ports $TALLY_CLUSTER_PORTS"
+        for port in $TALLY_CLUSTER_PORTS; do
+            redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+        done
+        sleep 0.3
+        rm -rf "$TALLY_CLUSTER_DIR"
+        local nodes=()
+        for port in $TALLY_CLUSTER_PORTS; do
+            start_cluster_node "$port"
+            nodes+=("127.0.0.1:$port")
+        done
+        for port in $TALLY_CLUSTER_PORTS; do
+            for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        done
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null \
+            || die "redis-cli --cluster create failed"
+        for _ in $(seq 200); do cluster_ok && break; sleep 0.1; done
+    fi
+    cluster_ok || die "the Redis Cluster on $TALLY_CLUSTER_PORTS is not healthy"
+}
+
+start_cluster_node() { # start_cluster_node <port>
+    mkdir -p "$TALLY_CLUSTER_DIR/$1"
+    redis-server --port "$1" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "$TALLY_CLUSTER_DIR/$1/nodes.conf" --dir "$TALLY_CLUSTER_DIR/$1" \
+        --cluster-node-timeout 2000 --save "" --appendonly no --daemonize yes \
+        --logfile "$TALLY_CLUSTER_DIR/$1/redis.log" \
+        || die "cannot start redis-server on port $1"
 }
 
 ensure_postgres() {
@@ -84,4 +140,14 @@ cleanup_test_state() {
     done
     redis-cli -u "$TALLY_TEST_REDIS_URL" --scan --pattern 'tally_t_*' \
         | xargs -r -n 500 redis-cli -u "$TALLY_TEST_REDIS_URL" DEL >/dev/null
+    if cluster_ok; then
+        # Every key of a run's prefix shares no slot: delete node by node,
+        # on the masters (--scan on a node sees only its own keys).
+        local port
+        for port in $TALLY_CLUSTER_PORTS; do
+            redis-cli -p "$port" role 2>/dev/null | head -1 | grep -q master || continue
+            redis-cli -p "$port" --scan --pattern 'tally_t_*' \
+                | xargs -r -n 1 redis-cli -p "$port" DEL >/dev/null 2>&1 || true
+        done
+    fi
 }

@@ -44,7 +44,8 @@ pub struct Settings {
     /// Messages buffered per Socket.io connection before pushes are dropped.
     pub live_socket_buffer: usize,
     /// Redis of the production backend; with `database_url`, selects it.
-    /// Without both, the embedded backend runs.
+    /// Without both, the embedded backend runs. `redis+cluster://h:p,h:p`
+    /// names a Redis Cluster by some of its nodes.
     pub redis_url: Option<String>,
     /// PostgreSQL of the production backend.
     pub database_url: Option<String>,

@@ -37,7 +37,8 @@ pub struct CommonFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
 
-    /// Redis URL: with --database-url, runs the production backend.
+    /// Redis URL: with --database-url, runs the production backend. A Redis
+    /// Cluster: redis+cluster://host:port,host:port (any of its nodes).
     #[arg(long, global = true, env = "TALLY_REDIS_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,

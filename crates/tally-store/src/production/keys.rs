@@ -12,6 +12,10 @@
 //! {prefix}:{p17}:seq            last version handed out in the partition
 //! {prefix}:{p17}:applied        highest version committed to PostgreSQL
 //! {prefix}:{p17}:lease          which node applies the partition now
+//! {prefix}:{p17}:fence          written before a replicated-durability WAIT
+//! {prefix}:{p17}:live           the partition's sharded Pub/Sub channel (cluster)
+//! {prefix}:{p17}:req:{id}       a toggle's answer, kept for replays
+//! {prefix}:live                 the Pub/Sub channel (one Redis)
 //! ```
 
 use crate::domain::PostId;
@@ -67,6 +71,11 @@ impl Keys {
         )
     }
 
+    /// Where a toggle keeps its answer for replays of the same request.
+    pub fn reply(&self, post: PostId, request: u64) -> String {
+        format!("{}:req:{request:x}", self.tag(self.partition(post)))
+    }
+
     pub fn stream(&self, partition: u32) -> String {
         format!("{}:events", self.tag(partition))
     }
@@ -93,6 +102,12 @@ impl Keys {
     /// The Redis Pub/Sub channel the like script announces changes on.
     pub fn live_channel(&self) -> String {
         format!("{}:live", self.prefix)
+    }
+
+    /// On a cluster: the partition's sharded Pub/Sub channel, in its slot,
+    /// which the like script `SPUBLISH`es on.
+    pub fn shard_channel(&self, partition: u32) -> String {
+        format!("{}:live", self.tag(partition))
     }
 
     /// Lease for the periodic reconciliation (one node at a time).

@@ -1,5 +1,21 @@
 -- The like script: see scripts.rs for its contract. Loaded by the
 -- service (include_str!) and by bench/redis_ceiling.py.
+if KEYS[5] then
+  -- A toggle carries a request id: a replay (a cluster client re-sends a
+  -- script after a dropped connection) answers what the first run did
+  -- instead of flipping the like back.
+  local prior = redis.call('GET', KEYS[5])
+  if prior then
+    local s, c, l, v = string.match(prior, '(-?%d+) (-?%d+) (-?%d+) (-?%d+)')
+    return {tonumber(s), tonumber(c), tonumber(l), tonumber(v)}
+  end
+end
+local function answer(status, count, liked, version)
+  if KEYS[5] then
+    redis.call('SET', KEYS[5], string.format('%d %d %d %d', status, count, liked, version), 'PX', 60000)
+  end
+  return {status, count, liked, version}
+end
 local n = redis.call('GET', KEYS[1])
 if not n then return {-1, 0, 0, 0} end
 local member = redis.call('SISMEMBER', KEYS[2], ARGV[1])
@@ -10,7 +26,7 @@ else want = 1 - member end
 if want == member then
   -- Nothing changed: return the partition's latest version, so a strict
   -- caller can wait until what it repeats is durable.
-  return {0, tonumber(n), member, tonumber(redis.call('GET', KEYS[4]) or '0')}
+  return answer(0, tonumber(n), member, tonumber(redis.call('GET', KEYS[4]) or '0'))
 end
 local count
 if want == 1 then
@@ -25,5 +41,11 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local version = math.max(tonumber(redis.call('GET', KEYS[4]) or '0') + 1, now_us)
 redis.call('SET', KEYS[4], string.format('%d', version))
 redis.call('XADD', KEYS[3], '*', 'p', ARGV[3], 'u', ARGV[1], 'l', want, 'v', string.format('%d', version), 't', ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. count .. ' ' .. string.format('%d', version))
-return {1, count, want, version}
+local message = ARGV[3] .. ' ' .. count .. ' ' .. string.format('%d', version)
+if ARGV[6] == '1' then
+  -- Redis Cluster: the partition's sharded channel, in this slot.
+  redis.call('SPUBLISH', ARGV[5], message)
+else
+  redis.call('PUBLISH', ARGV[5], message)
+end
+return answer(1, count, want, version)

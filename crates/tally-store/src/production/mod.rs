@@ -13,6 +13,7 @@
 //! [`ChangeFeed`], and the periodic reconciliation.
 
 pub mod catalog;
+pub mod connection;
 mod durability;
 pub mod keys;
 pub mod likes;
@@ -25,13 +26,13 @@ pub mod sync;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::PgCatalog;
+pub use connection::{RedisConn, RedisTarget, Spread};
 pub use durability::Durability;
 pub use keys::Keys;
 pub use likes::RedisLikes;
@@ -96,13 +97,13 @@ impl Default for ProductionSettings {
 #[derive(Clone)]
 pub struct Production {
     /// For connections of their own (Pub/Sub).
-    pub client: redis::Client,
-    pub redis: ConnectionManager,
+    pub target: RedisTarget,
+    pub redis: RedisConn,
     /// Reads that may trail (feed, who liked): the replica's pool, or `pg`.
     pub pg_read: PgPool,
     /// Replicated durability: the connections the `WAIT`s take turns on
     /// (empty in other modes).
-    pub waiters: Vec<ConnectionManager>,
+    pub waiters: Vec<RedisConn>,
     pub pg: PgPool,
     pub keys: Keys,
     pub settings: ProductionSettings,
@@ -134,14 +135,9 @@ impl Production {
             None => pg.clone(),
         };
         let timeout = Duration::from_millis(settings.redis_timeout_ms);
-        let client = redis::Client::open(redis_url).map_err(|e| StoreError::Internal(e.into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let mut redis = client
-            .get_connection_manager_with_config(config.clone())
+        let target = RedisTarget::parse(redis_url)?;
+        let mut redis = target
+            .connect(timeout, timeout)
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         scripts::load_all(&mut redis)
@@ -152,18 +148,17 @@ impl Production {
             // A reply may wait for the replica as long as WAIT allows. (0
             // would make WAIT wait forever: it counts as 1 ms.)
             let wait = timeout + Duration::from_millis(settings.replication_timeout_ms.max(1));
-            let config = config.set_response_timeout(Some(wait));
             for _ in 0..settings.replication_connections.max(1) {
                 waiters.push(
-                    client
-                        .get_connection_manager_with_config(config.clone())
+                    target
+                        .connect(timeout, wait)
                         .await
                         .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?,
                 );
             }
         }
         Ok(Self {
-            client,
+            target,
             redis,
             pg_read,
             waiters,
@@ -231,9 +226,10 @@ pub struct BackgroundParts {
 /// stage; the write-behind stops last, after finishing its round.
 pub fn start_background(production: &Production, tasks: &Tasks, parts: BackgroundParts) {
     if let Some(changes) = parts.changes {
-        let (client, channel) = (production.client.clone(), production.keys.live_channel());
+        let (target, keys) = (production.target.clone(), production.keys.clone());
+        let timeout = Duration::from_millis(production.settings.redis_timeout_ms);
         tasks.spawn(Stage::Serve, "pubsub reader", move |stop| {
-            pubsub::read_changes(client, channel, changes, stop)
+            pubsub::read_changes(target, keys, timeout, changes, stop)
         });
     }
     if parts.worker {

@@ -1,21 +1,54 @@
 //! Cross-node changes through Redis Pub/Sub. The like script publishes
-//! `"{post} {count} {version}"` on the deployment's channel whenever a count
-//! changes; every serving node reads the channel once and announces each
-//! change on its [`ChangeFeed`], so a like on any node reaches viewers on
-//! every node.
+//! `"{post} {count} {version}"` whenever a count changes; every serving node
+//! reads them and announces each change on its [`ChangeFeed`], so a like on
+//! any node reaches viewers on every node.
+//!
+//! - One Redis: one channel for the deployment (`PUBLISH`/`SUBSCRIBE`).
+//! - A cluster: one channel per partition, in the partition's slot
+//!   (`SPUBLISH`/`SSUBSCRIBE`: sharded Pub/Sub), so a like's message stays
+//!   on its shard instead of crossing the whole cluster bus. After a
+//!   failover or a slot move, Redis drops the subscription (an unsolicited
+//!   `sunsubscribe`) and the client does not subscribe again by itself:
+//!   [`read_sharded`] does, on that message, after a lost connection, and
+//!   every few seconds for all channels (a repeated `SSUBSCRIBE` is
+//!   harmless).
+//!
+//! Messages published while a subscription is missing are lost (Pub/Sub
+//! is at-most-once): clients re-read counts when they resubscribe.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::cluster_async::ClusterConnection;
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::{RedisTarget, cluster_builder};
+use super::keys::Keys;
 use crate::{Change, ChangeFeed};
 
-/// Reads `channel` into `changes` until `stop`; reconnects after errors.
-/// Messages published while disconnected are lost (Pub/Sub is
-/// at-most-once): clients re-read counts when they resubscribe.
+/// How often every sharded channel is subscribed again, whatever happened.
+const RESUBSCRIBE_ALL: Duration = Duration::from_secs(5);
+
+/// Reads the changes of every partition into `changes` until `stop`;
+/// reconnects after errors.
 pub(super) async fn read_changes(
-    client: redis::Client,
+    target: RedisTarget,
+    keys: Keys,
+    timeout: Duration,
+    changes: ChangeFeed,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    match target {
+        RedisTarget::Single(url) => read_single(url, keys.live_channel(), changes, stop).await,
+        RedisTarget::Cluster(nodes) => read_sharded(nodes, keys, timeout, changes, stop).await,
+    }
+}
+
+async fn read_single(
+    url: String,
     channel: String,
     changes: ChangeFeed,
     stop: CancellationToken,
@@ -23,7 +56,7 @@ pub(super) async fn read_changes(
     loop {
         // Connecting may stall on a hung Redis: shutdown must not wait for it.
         let connected = tokio::select! {
-            connected = client.get_async_pubsub() => connected,
+            connected = async { redis::Client::open(url.as_str())?.get_async_pubsub().await } => connected,
             _ = stop.cancelled() => return Ok(()),
         };
         match connected {
@@ -52,10 +85,125 @@ pub(super) async fn read_changes(
             }
             Err(err) => tracing::warn!(error = %err, "live: Redis Pub/Sub unreachable; retrying"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.cancelled() => return Ok(()),
+        if pause(&stop, Duration::from_millis(500)).await {
+            return Ok(());
         }
+    }
+}
+
+/// Sleeps unless stopped first; true when stopped.
+async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.cancelled() => true,
+    }
+}
+
+async fn read_sharded(
+    nodes: Vec<String>,
+    keys: Keys,
+    timeout: Duration,
+    changes: ChangeFeed,
+    stop: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let channels: Vec<String> = (0..keys.partitions())
+        .map(|p| keys.shard_channel(p))
+        .collect();
+    loop {
+        let (pushes, mut received) = mpsc::unbounded_channel::<PushInfo>();
+        let connected = async {
+            cluster_builder(&nodes, timeout, timeout)
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .build()?
+                .get_async_connection()
+                .await
+        };
+        let mut conn = tokio::select! {
+            connected = connected => match connected {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, "live: Redis Cluster unreachable; retrying");
+                    if pause(&stop, Duration::from_millis(500)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        // Channels whose subscription is (or may be) missing.
+        let mut missing: BTreeSet<&str> = channels.iter().map(String::as_str).collect();
+        let mut every = tokio::time::interval(RESUBSCRIBE_ALL);
+        let mut soon = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                push = received.recv() => {
+                    let Some(push) = push else { break };
+                    match push.kind {
+                        PushKind::SMessage => {
+                            if let Some(change) = push.data.get(1).and_then(text).as_deref().and_then(parse) {
+                                changes.publish(change);
+                            }
+                        }
+                        PushKind::SUnsubscribe => {
+                            if let Some(channel) = push.data.first().and_then(text)
+                                && let Some(known) = channels.iter().find(|c| **c == channel)
+                            {
+                                tracing::info!(channel = %known, "live: Redis dropped a sharded subscription; subscribing again");
+                                missing.insert(known);
+                            }
+                        }
+                        PushKind::Disconnection => {
+                            missing.extend(channels.iter().map(String::as_str));
+                        }
+                        _ => {}
+                    }
+                }
+                _ = every.tick() => missing.extend(channels.iter().map(String::as_str)),
+                _ = soon.tick(), if !missing.is_empty() => {
+                    let wanted: Vec<&str> = std::mem::take(&mut missing).into_iter().collect();
+                    let failed = tokio::select! {
+                        failed = subscribe(&mut conn, &wanted) => failed,
+                        _ = stop.cancelled() => return Ok(()),
+                    };
+                    missing.extend(failed);
+                }
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Subscribes to each channel (each in its own slot, so one command each,
+/// sent together). Returns those that failed, to try again.
+async fn subscribe<'a>(conn: &mut ClusterConnection, channels: &[&'a str]) -> Vec<&'a str> {
+    let results = futures::future::join_all(channels.iter().map(|&channel| {
+        let mut conn = conn.clone();
+        async move { (channel, conn.ssubscribe(channel).await) }
+    }))
+    .await;
+    let mut failed = Vec::new();
+    for (channel, result) in results {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, channel, "live: SSUBSCRIBE failed; retrying");
+            failed.push(channel);
+        }
+    }
+    if !failed.is_empty() {
+        tracing::warn!(
+            channels = failed.len(),
+            "live: some sharded subscriptions failed (a failover?); retrying"
+        );
+    }
+    failed
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use redis::aio::ConnectionManager;
+use crate::production::connection::{RedisConn, Spread};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -64,7 +64,7 @@ struct RedisView {
 
 /// Checks every post; with `repair`, fixes what it finds.
 pub async fn reconcile(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     pg: &PgPool,
     keys: &Keys,
     repair: bool,
@@ -152,19 +152,19 @@ pub async fn reconcile(
 }
 
 async fn read_redis(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     ids: &[i64],
 ) -> Result<HashMap<i64, RedisView>, ReconcileError> {
-    let mut pipe = redis::pipe();
+    let mut reads = Spread::new();
     for &post in ids {
         let p = keys.partition(post);
-        pipe.get(keys.count(post))
-            .smembers(keys.likers(post))
-            .get(keys.seq(p))
-            .get(keys.applied(p));
+        reads.cmd(p, "GET").arg(keys.count(post));
+        reads.cmd(p, "SMEMBERS").arg(keys.likers(post));
+        reads.cmd(p, "GET").arg(keys.seq(p));
+        reads.cmd(p, "GET").arg(keys.applied(p));
     }
-    let values: Vec<redis::Value> = pipe.query_async(redis).await?;
+    let values = reads.query(redis).await?;
     let mut out = HashMap::with_capacity(ids.len());
     for (&post, v) in ids.iter().zip(values.chunks(4)) {
         out.insert(
@@ -190,15 +190,16 @@ async fn read_redis(
 }
 
 async fn read_seqs(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     ids: &[i64],
 ) -> Result<HashMap<i64, i64>, ReconcileError> {
-    let mut pipe = redis::pipe();
+    let mut reads = Spread::new();
     for &post in ids {
-        pipe.get(keys.seq(keys.partition(post)));
+        let p = keys.partition(post);
+        reads.cmd(p, "GET").arg(keys.seq(p));
     }
-    let seqs: Vec<Option<i64>> = pipe.query_async(redis).await?;
+    let seqs: Vec<Option<i64>> = reads.query_as(redis).await?;
     Ok(ids
         .iter()
         .copied()
@@ -209,7 +210,7 @@ async fn read_seqs(
 /// Rebuilds a post's Redis state from PostgreSQL's likers, unless a like
 /// happened in its partition since `seq` was read.
 async fn replace(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     post: i64,
     likers: &BTreeSet<i64>,

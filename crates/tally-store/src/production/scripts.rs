@@ -7,9 +7,11 @@ use redis::Script;
 
 /// One like operation: dedup, count, version and outbox in one step.
 ///
-/// KEYS: count, likers, stream, seq. ARGV: user, op (like|unlike|toggle),
-/// post, now_ms, live channel (a change is published there as
-/// `"{post} {count} {version}"`, for live counts on every node).
+/// KEYS: count, likers, stream, seq, and for a toggle its reply key (see
+/// [`super::Keys::reply`]). ARGV: user, op (like|unlike|toggle), post,
+/// now_ms, live channel, `1` if that channel is sharded (a cluster). A
+/// change is published there as `"{post} {count} {version}"`, for live
+/// counts on every node.
 /// Returns `{status, count, liked, version}`: status -1 = the post is not
 /// loaded (load it from PostgreSQL and retry), 0 = nothing changed, 1 =
 /// changed (and the event is in the stream).
@@ -18,6 +20,10 @@ use redis::Script;
 /// the partition, and still ahead of every earlier version after Redis lost
 /// its data, because time moved on. PostgreSQL applies an event only if its
 /// version is newer than the row's, so order and replays cannot matter.
+///
+/// Retries are replays: like and unlike set a state, so running one twice
+/// changes nothing; a toggle would flip back, so it keeps its answer under
+/// its request id for a minute and a replay returns that answer.
 pub static LIKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("like.lua")));
 
 /// Swaps a post's likers set (built beforehand in a scratch key) and
@@ -66,7 +72,7 @@ pub enum InstallIf {
 /// likes does not make one huge command) and swaps it in under `condition`.
 /// Returns whether it was installed.
 pub async fn install_likers(
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut super::RedisConn,
     keys: &super::Keys,
     post: i64,
     likers: &[i64],
@@ -141,7 +147,7 @@ return 1
 /// Loads every script into Redis's script cache. Single invocations reload
 /// on `NOSCRIPT` by themselves, but pipelined ones do not: call this at
 /// start and whenever a pipeline reports `NOSCRIPT` (after a Redis restart).
-pub async fn load_all(redis: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+pub async fn load_all(redis: &mut super::RedisConn) -> redis::RedisResult<()> {
     for script in [&*LIKE, &*INSTALL, &*RAISE, &*LEASE, &*RELEASE] {
         script.load_async(redis).await?;
     }

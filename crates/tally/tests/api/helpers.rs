@@ -22,10 +22,18 @@ pub enum Backend {
     /// Redis + PostgreSQL: the machine's services (see `scripts/services.sh`),
     /// a fresh database and a fresh key prefix per test.
     RedisPg,
+    /// Redis Cluster + PostgreSQL: the local cluster `scripts/services.sh`
+    /// starts (3 masters, 3 replicas on 7000-7005).
+    ClusterPg,
 }
 
 pub fn test_redis_url() -> String {
     std::env::var("TALLY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn test_cluster_url() -> String {
+    std::env::var("TALLY_TEST_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002".into())
 }
 
 pub fn test_admin_database_url() -> String {
@@ -94,8 +102,19 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::for_tests(data_dir.path().to_path_buf());
-        if backend == Backend::RedisPg {
-            use_redis_pg(&mut settings, &test_redis_url(), &test_admin_database_url()).await;
+        match backend {
+            Backend::Embedded => {}
+            Backend::RedisPg => {
+                use_redis_pg(&mut settings, &test_redis_url(), &test_admin_database_url()).await
+            }
+            Backend::ClusterPg => {
+                use_redis_pg(
+                    &mut settings,
+                    &test_cluster_url(),
+                    &test_admin_database_url(),
+                )
+                .await
+            }
         }
         configure(&mut settings);
         Self::spawn_in(settings, data_dir).await

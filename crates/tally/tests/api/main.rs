@@ -39,5 +39,13 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod cluster_pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::ClusterPg).await;
+                }
+            )*
+        }
     };
 }

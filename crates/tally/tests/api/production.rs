@@ -285,9 +285,15 @@ fn load_failures(ledger: &Ledger) -> usize {
 /// Redis alone, for looking at the backlog while PostgreSQL is down.
 async fn connect_redis_only(
     s: &Settings,
-) -> (redis::aio::ConnectionManager, tally_store::production::Keys) {
-    let client = redis::Client::open(s.redis_url.as_deref().expect("redis")).expect("client");
-    let conn = client.get_connection_manager().await.expect("redis");
+) -> (
+    tally_store::production::RedisConn,
+    tally_store::production::Keys,
+) {
+    let target =
+        tally_store::production::RedisTarget::parse(s.redis_url.as_deref().expect("redis"))
+            .expect("redis url");
+    let timeout = Duration::from_secs(5);
+    let conn = target.connect(timeout, timeout).await.expect("redis");
     (
         conn,
         tally_store::production::Keys::new(&s.production.key_prefix, s.production.partitions),

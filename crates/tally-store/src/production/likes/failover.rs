@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisLikes;
 use crate::domain::PostId;
-use crate::production::{Production, sync};
+use crate::production::{Production, Spread, sync};
 
 /// Whether an error shows Redis unreachable, so that this node switches to
 /// PostgreSQL. A timeout does not: one slow reply (a stall, or this node's
@@ -31,6 +31,24 @@ pub(super) fn is_unreachable(err: &redis::RedisError) -> bool {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_unrecoverable_error())
+}
+
+/// On a cluster: whether an error is one shard in trouble (a master that
+/// died and whose replica is not yet promoted, a slot moving, redirections
+/// the client gave up following). The cluster heals by itself in seconds;
+/// the request answers 503, and the node stays on Redis (only a cluster
+/// whose every master is silent switches it to PostgreSQL, in the watch).
+pub(super) fn is_shard_trouble(err: &redis::RedisError) -> bool {
+    is_unreachable(err)
+        || matches!(
+            err.kind(),
+            redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::Server(
+                    redis::ServerErrorKind::ClusterDown
+                        | redis::ServerErrorKind::Moved
+                        | redis::ServerErrorKind::Ask
+                )
+        )
 }
 
 impl RedisLikes {
@@ -58,15 +76,19 @@ impl RedisLikes {
             .map(|mut t| t.drain().collect())
             .unwrap_or_default();
         let mut redis = self.redis.clone();
-        let mut pipe = redis::pipe();
-        // An empty pipeline is an error ("empty command"): send one PING so
-        // a node that changed nothing while Redis was down still returns.
-        pipe.cmd("PING").ignore();
+        let mut drop = Spread::new();
         for &post in &touched {
-            pipe.del(self.keys.count(post)).ignore();
-            pipe.del(self.keys.likers(post)).ignore();
+            let p = self.keys.partition(post);
+            drop.cmd(p, "DEL")
+                .arg(self.keys.count(post))
+                .arg(self.keys.likers(post));
         }
-        if let Err(err) = pipe.query_async::<()>(&mut redis).await {
+        // Nothing to drop still checks that Redis answers.
+        let dropped = match drop.is_empty() {
+            true => redis.ping().await,
+            false => drop.query(&mut redis).await.map(|_| ()),
+        };
+        if let Err(err) = dropped {
             // Put them back: the next attempt must drop them too.
             if let Ok(mut t) = self.touched_while_down.lock() {
                 t.extend(touched);
@@ -82,7 +104,8 @@ impl RedisLikes {
 
 /// Pings Redis four times a second. While it is up: two pings in a row
 /// without an answer switch the node to PostgreSQL (a hung Redis; a
-/// refused connection switches requests over by itself). While it is down:
+/// refused connection switches requests over by itself; on a cluster, a
+/// ping is answered while any master answers). While it is down:
 /// waits for it to answer, for the write-behind to drain what it still
 /// holds, then returns the node to the fast path.
 pub(in crate::production) async fn watch_redis(
@@ -97,7 +120,7 @@ pub(in crate::production) async fn watch_redis(
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+        let ping = redis.ping().await;
         if !likes.is_redis_down() {
             // Requests only switch over on a refused or broken connection;
             // a Redis that hangs is seen here: two pings in a row without

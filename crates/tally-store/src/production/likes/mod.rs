@@ -9,17 +9,17 @@
 mod cold_load;
 mod failover;
 
-use failover::is_unreachable;
 pub(super) use failover::watch_redis;
+use failover::{is_shard_trouble, is_unreachable};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::production::connection::{RedisConn, Spread};
 use async_trait::async_trait;
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use super::Durability;
@@ -33,14 +33,19 @@ use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatu
 
 /// The Redis + PostgreSQL implementation of [`Likes`].
 pub struct RedisLikes {
-    redis: ConnectionManager,
+    redis: RedisConn,
     pg: PgPool,
     keys: Keys,
     durability: Durability,
     /// How long a strict-mode like waits for PostgreSQL before 503.
     ack_timeout: Duration,
-    /// Redis Pub/Sub channel the like script announces changes on.
+    /// Redis Pub/Sub channel the like script announces changes on (one
+    /// Redis); on a cluster, each partition's sharded channel.
     live_channel: String,
+    /// On a Redis Cluster: sharded Pub/Sub, and one unreachable shard
+    /// answers 503 instead of switching the node to PostgreSQL (see
+    /// `failover::is_unreachable`).
+    cluster: bool,
     /// Set while Redis is unreachable: likes go straight to PostgreSQL.
     redis_down: AtomicBool,
     /// Posts changed through PostgreSQL while Redis was down: their Redis
@@ -59,7 +64,7 @@ pub struct RedisLikes {
     loading: DashMap<PostId, Arc<tokio::sync::Mutex<()>>>,
     /// Replicated durability: the connections that carry the `WAIT`s, in
     /// turn (a `WAIT` holds its connection until a replica answers).
-    waiters: Vec<ConnectionManager>,
+    waiters: Vec<RedisConn>,
     next_waiter: AtomicUsize,
     /// How long `WAIT` may take before the like answers 503.
     replication_timeout: Duration,
@@ -67,13 +72,14 @@ pub struct RedisLikes {
 
 impl RedisLikes {
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConn,
         pg: PgPool,
         keys: Keys,
         durability: Durability,
         ack_timeout: Duration,
     ) -> Self {
         Self {
+            cluster: redis.is_cluster(),
             redis,
             pg,
             live_channel: keys.live_channel(),
@@ -91,7 +97,7 @@ impl RedisLikes {
     }
 
     /// Replicated durability's connections and `WAIT` timeout.
-    pub fn with_replication(mut self, waiters: Vec<ConnectionManager>, timeout: Duration) -> Self {
+    pub fn with_replication(mut self, waiters: Vec<RedisConn>, timeout: Duration) -> Self {
         self.waiters = waiters;
         self.replication_timeout = timeout;
         self
@@ -142,6 +148,8 @@ impl RedisLikes {
     fn redis_error(&self, err: redis::RedisError) -> StoreError {
         if err.is_timeout() {
             StoreError::Unavailable(format!("redis did not answer in time: {err}"))
+        } else if self.cluster && is_shard_trouble(&err) {
+            StoreError::Unavailable(format!("a Redis Cluster shard is unavailable: {err}"))
         } else if is_unreachable(&err) {
             self.mark_down(&err);
             StoreError::Unavailable(format!("redis: {err}"))
@@ -157,20 +165,32 @@ impl RedisLikes {
         post: PostId,
         user: UserId,
         op: LikeOp,
-        redis: &mut ConnectionManager,
+        request: u64,
+        redis: &mut RedisConn,
     ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
         let partition = self.keys.partition(post);
         let started = Instant::now();
-        let (status, count, liked, version): (i64, i64, i64, i64) = scripts::LIKE
+        let mut script = scripts::LIKE.prepare_invoke();
+        script
             .key(self.keys.count(post))
             .key(self.keys.likers(post))
             .key(self.keys.stream(partition))
-            .key(self.keys.seq(partition))
+            .key(self.keys.seq(partition));
+        if op == LikeOp::Toggle {
+            script.key(self.keys.reply(post, request));
+        }
+        let channel = if self.cluster {
+            self.keys.shard_channel(partition)
+        } else {
+            self.live_channel.clone()
+        };
+        let (status, count, liked, version): (i64, i64, i64, i64) = script
             .arg(user)
             .arg(op.as_str())
             .arg(post)
             .arg(now_ms())
-            .arg(&self.live_channel)
+            .arg(channel)
+            .arg(if self.cluster { "1" } else { "0" })
             .invoke_async(redis)
             .await?;
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
@@ -250,8 +270,10 @@ impl Likes for RedisLikes {
         // A post found unloaded twice in a row is a sign of eviction,
         // which the deployment must not allow (maxmemory-policy noeviction).
         let mut redis = self.redis.clone();
+        // One id for every try of this request (see scripts::LIKE).
+        let request = rand::random::<u64>();
         for attempt in 0..3 {
-            match self.apply_redis(post, user, op, &mut redis).await {
+            match self.apply_redis(post, user, op, request, &mut redis).await {
                 Ok(None) if attempt < 2 => self.load(post).await?,
                 Ok(None) => break,
                 Ok(Some((outcome, version))) => {
@@ -269,6 +291,11 @@ impl Likes for RedisLikes {
                     return Err(StoreError::Unavailable(
                         "Redis did not answer in time; the like may still land".into(),
                     ));
+                }
+                Err(err) if self.cluster && is_shard_trouble(&err) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the Redis Cluster shard of post {post} is unavailable (failover or slot move in progress); the like may still land: {err}"
+                    )));
                 }
                 Err(err) if is_unreachable(&err) => {
                     self.mark_down(&err);
@@ -300,38 +327,44 @@ impl Likes for RedisLikes {
         }
         for attempt in 0..2 {
             // One pipelined round trip for the whole page.
-            let mut pipe = redis::pipe();
+            let mut reads = Spread::new();
             for &post in posts {
-                pipe.get(self.keys.count(post));
-                pipe.sismember(self.keys.likers(post), viewer.unwrap_or(-1));
+                let p = self.keys.partition(post);
+                reads.cmd(p, "GET").arg(self.keys.count(post));
+                reads
+                    .cmd(p, "SISMEMBER")
+                    .arg(self.keys.likers(post))
+                    .arg(viewer.unwrap_or(-1));
             }
             let mut redis = self.redis.clone();
-            let replies: Vec<(Option<i64>, bool)> =
-                match pipe.query_async::<Vec<redis::Value>>(&mut redis).await {
-                    Ok(values) => values
-                        .chunks(2)
-                        .map(|pair| {
-                            let count = redis::from_redis_value::<Option<i64>>(pair[0].clone())
-                                .unwrap_or(None);
-                            let member =
-                                redis::from_redis_value::<bool>(pair[1].clone()).unwrap_or(false);
-                            (count, member)
-                        })
-                        .collect(),
-                    // A read may come from PostgreSQL whatever the cause.
-                    Err(err) if err.is_timeout() => {
-                        return pg::states(&self.pg, posts, viewer).await;
-                    }
-                    Err(err) if is_unreachable(&err) => {
-                        self.mark_down(&err);
-                        return pg::states(&self.pg, posts, viewer).await;
-                    }
-                    Err(err) => {
-                        return Err(StoreError::Internal(
-                            anyhow::Error::new(err).context("feed counts"),
-                        ));
-                    }
-                };
+            let replies: Vec<(Option<i64>, bool)> = match reads.query(&mut redis).await {
+                Ok(values) => values
+                    .chunks(2)
+                    .map(|pair| {
+                        let count =
+                            redis::from_redis_value::<Option<i64>>(pair[0].clone()).unwrap_or(None);
+                        let member =
+                            redis::from_redis_value::<bool>(pair[1].clone()).unwrap_or(false);
+                        (count, member)
+                    })
+                    .collect(),
+                // A read may come from PostgreSQL whatever the cause.
+                Err(err) if err.is_timeout() => {
+                    return pg::states(&self.pg, posts, viewer).await;
+                }
+                Err(err) if self.cluster && is_shard_trouble(&err) => {
+                    return pg::states(&self.pg, posts, viewer).await;
+                }
+                Err(err) if is_unreachable(&err) => {
+                    self.mark_down(&err);
+                    return pg::states(&self.pg, posts, viewer).await;
+                }
+                Err(err) => {
+                    return Err(StoreError::Internal(
+                        anyhow::Error::new(err).context("feed counts"),
+                    ));
+                }
+            };
             let cold: Vec<PostId> = posts
                 .iter()
                 .zip(&replies)

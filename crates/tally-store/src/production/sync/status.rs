@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::production::connection::{RedisConn, Spread};
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::resp::{GroupInfo, as_string, group_info, range_entries, split_id};
 use crate::production::keys::{GROUP, Keys};
@@ -13,18 +13,18 @@ use crate::{SyncStatus, now_ms};
 /// Each non-empty partition stream with its consumer group's view (`None`
 /// when no worker has created the group yet).
 async fn nonempty_streams(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     partitions: &[u32],
 ) -> Result<Vec<(u32, u64, Option<GroupInfo>)>, redis::RedisError> {
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
-    let mut lens = redis::pipe();
+    let mut lens = Spread::new();
     for &p in partitions {
-        lens.cmd("XLEN").arg(keys.stream(p));
+        lens.cmd(p, "XLEN").arg(keys.stream(p));
     }
-    let lens: Vec<u64> = lens.query_async(redis).await?;
+    let lens: Vec<u64> = lens.query_as(redis).await?;
     let nonempty: Vec<(u32, u64)> = partitions
         .iter()
         .copied()
@@ -34,11 +34,11 @@ async fn nonempty_streams(
     if nonempty.is_empty() {
         return Ok(Vec::new());
     }
-    let mut infos = redis::pipe();
+    let mut infos = Spread::new();
     for (p, _) in &nonempty {
-        infos.cmd("XINFO").arg("GROUPS").arg(keys.stream(*p));
+        infos.cmd(*p, "XINFO").arg("GROUPS").arg(keys.stream(*p));
     }
-    let infos: Vec<Value> = infos.query_async(redis).await?;
+    let infos = infos.query(redis).await?;
     Ok(nonempty
         .into_iter()
         .zip(infos)
@@ -51,7 +51,7 @@ fn all(keys: &Keys) -> Vec<u32> {
 }
 
 /// Events not yet applied to PostgreSQL across all partitions.
-pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, redis::RedisError> {
+pub async fn backlog(redis: &mut RedisConn, keys: &Keys) -> Result<u64, redis::RedisError> {
     Ok(nonempty_streams(redis, keys, &all(keys))
         .await?
         .iter()
@@ -63,16 +63,13 @@ pub async fn backlog(redis: &mut ConnectionManager, keys: &Keys) -> Result<u64, 
 /// unapplied event is the oldest pending one, else the first after the last
 /// delivered one (else the stream's first, without a group); stream ids
 /// start with the milliseconds they were added at.
-pub async fn status(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-) -> Result<SyncStatus, redis::RedisError> {
+pub async fn status(redis: &mut RedisConn, keys: &Keys) -> Result<SyncStatus, redis::RedisError> {
     status_of(redis, keys, &all(keys)).await
 }
 
 /// [`status`] of some partitions (a worker reports those it owns).
 pub(super) async fn status_of(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     partitions: &[u32],
 ) -> Result<SyncStatus, redis::RedisError> {
@@ -83,11 +80,11 @@ pub(super) async fn status_of(
 /// The status of streams already read: `(partition, length, group)` each.
 /// One more round trip finds the oldest unapplied entry of each.
 pub(super) async fn summarize(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     streams: &[(u32, u64, Option<GroupInfo>)],
 ) -> Result<SyncStatus, redis::RedisError> {
-    let mut oldest = redis::pipe();
+    let mut oldest = Spread::new();
     let mut backlog = 0;
     for (p, len, info) in streams {
         let n = GroupInfo::unapplied(info.as_ref(), *len);
@@ -97,11 +94,11 @@ pub(super) async fn summarize(
         backlog += n;
         match info {
             Some(i) if i.pending > 0 => {
-                oldest.cmd("XPENDING").arg(keys.stream(*p)).arg(GROUP);
+                oldest.cmd(*p, "XPENDING").arg(keys.stream(*p)).arg(GROUP);
             }
             Some(i) => {
                 oldest
-                    .cmd("XRANGE")
+                    .cmd(*p, "XRANGE")
                     .arg(keys.stream(*p))
                     .arg(format!("({}", i.last_delivered))
                     .arg("+")
@@ -110,7 +107,7 @@ pub(super) async fn summarize(
             }
             None => {
                 oldest
-                    .cmd("XRANGE")
+                    .cmd(*p, "XRANGE")
                     .arg(keys.stream(*p))
                     .arg("-")
                     .arg("+")
@@ -122,7 +119,7 @@ pub(super) async fn summarize(
     if backlog == 0 {
         return Ok(SyncStatus::default());
     }
-    let replies: Vec<Value> = oldest.query_async(redis).await?;
+    let replies = oldest.query(redis).await?;
     let oldest_ms = replies
         .into_iter()
         .filter_map(|reply| match reply {
@@ -142,7 +139,7 @@ pub(super) async fn summarize(
 
 /// Waits until every partition's stream is applied, or `timeout`.
 pub async fn drain(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     keys: &Keys,
     timeout: Duration,
 ) -> Result<bool, redis::RedisError> {

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::production::connection::{RedisConn, Spread};
 use redis::Value;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ struct Owned {
 }
 
 pub struct SyncWorker {
-    redis: ConnectionManager,
+    redis: RedisConn,
     pg: PgPool,
     keys: Keys,
     settings: SyncSettings,
@@ -41,7 +41,7 @@ struct Entry {
 }
 
 impl SyncWorker {
-    pub fn new(redis: ConnectionManager, pg: PgPool, keys: Keys, settings: SyncSettings) -> Self {
+    pub fn new(redis: RedisConn, pg: PgPool, keys: Keys, settings: SyncSettings) -> Self {
         let node = format!("node-{:016x}", rand::random::<u64>());
         Self {
             redis,
@@ -113,12 +113,14 @@ impl SyncWorker {
     /// Hands the owned partitions back at shutdown, so another node takes
     /// them at once instead of after the lease expires.
     async fn release_leases(&mut self) {
-        let mut pipe = redis::pipe();
+        let mut release = Spread::new();
         for p in self.owned.keys() {
-            pipe.invoke_script(scripts::RELEASE.key(self.keys.lease(*p)).arg(&self.node))
-                .ignore();
+            release.script(
+                *p,
+                scripts::RELEASE.key(self.keys.lease(*p)).arg(&self.node),
+            );
         }
-        if let Err(err) = pipe.query_async::<()>(&mut self.redis).await {
+        if let Err(err) = release.query(&mut self.redis).await {
             tracing::warn!(error = %err, "could not release partition leases; they expire by themselves");
         }
         self.owned.clear();
@@ -156,16 +158,17 @@ impl SyncWorker {
             return Ok(());
         }
         self.leases_checked = Some(Instant::now());
-        let mut pipe = redis::pipe();
+        let mut leases = Spread::new();
         for p in 0..self.keys.partitions() {
-            pipe.invoke_script(
+            leases.script(
+                p,
                 scripts::LEASE
                     .key(self.keys.lease(p))
                     .arg(&self.node)
                     .arg(self.settings.lease_ttl_ms),
             );
         }
-        let held: Vec<i64> = pipe.query_async(&mut self.redis).await?;
+        let held: Vec<i64> = leases.query_as(&mut self.redis).await?;
         let mut gained = Vec::new();
         for (p, held) in (0..self.keys.partitions()).zip(held) {
             match (held == 1, self.owned.contains_key(&p)) {
@@ -242,10 +245,11 @@ impl SyncWorker {
     /// Reads up to a batch from every owned partition in one round trip.
     async fn read(&mut self) -> Result<Vec<Entry>, SyncError> {
         let per_partition = (self.settings.batch_size / self.owned.len()).max(16);
-        let mut pipe = redis::pipe();
+        let mut reads = Spread::new();
         let order: Vec<(u32, bool)> = self.owned.iter().map(|(p, o)| (*p, o.recover)).collect();
         for &(p, recover) in &order {
-            pipe.cmd("XREADGROUP")
+            reads
+                .cmd(p, "XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
                 .arg(&self.node)
@@ -255,7 +259,7 @@ impl SyncWorker {
                 .arg(self.keys.stream(p))
                 .arg(if recover { "0" } else { ">" });
         }
-        let replies: Vec<Value> = pipe.query_async(&mut self.redis).await?;
+        let replies = reads.query(&mut self.redis).await?;
         let mut entries = Vec::new();
         for ((p, recover), reply) in order.into_iter().zip(replies) {
             let before = entries.len();
@@ -284,14 +288,15 @@ impl SyncWorker {
             slot.0.push(&e.id);
             slot.1 = slot.1.max(e.event.version);
         }
-        let mut pipe = redis::pipe();
+        let mut acks = Spread::new();
         for (p, (ids, version)) in &by_partition {
-            let stream = self.keys.stream(*p);
-            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
-            pipe.invoke_script(scripts::RAISE.key(self.keys.applied(*p)).arg(*version))
-                .ignore();
+            acks.cmd(*p, "XACK")
+                .arg(self.keys.stream(*p))
+                .arg(GROUP)
+                .arg(ids);
+            acks.script(*p, scripts::RAISE.key(self.keys.applied(*p)).arg(*version));
         }
-        pipe.query_async::<()>(&mut self.redis).await?;
+        acks.query(&mut self.redis).await?;
         Ok(())
     }
 
@@ -307,16 +312,16 @@ impl SyncWorker {
         }
         self.stats_checked = Some(Instant::now());
         let partitions: Vec<u32> = self.owned.keys().copied().collect();
-        let mut pipe = redis::pipe();
-        for p in &partitions {
-            pipe.cmd("XINFO").arg("GROUPS").arg(self.keys.stream(*p));
-            pipe.cmd("XPENDING").arg(self.keys.stream(*p)).arg(GROUP);
-            pipe.cmd("XLEN").arg(self.keys.stream(*p));
+        let mut stats = Spread::new();
+        for &p in &partitions {
+            stats.cmd(p, "XINFO").arg("GROUPS").arg(self.keys.stream(p));
+            stats.cmd(p, "XPENDING").arg(self.keys.stream(p)).arg(GROUP);
+            stats.cmd(p, "XLEN").arg(self.keys.stream(p));
         }
-        let Ok(values) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
+        let Ok(values) = stats.query(&mut self.redis).await else {
             return;
         };
-        let mut trim = redis::pipe();
+        let mut trim = Spread::new();
         let mut streams = Vec::new();
         for (p, reply) in partitions.iter().zip(values.chunks(3)) {
             let info = group_info(&reply[0]);
@@ -333,18 +338,17 @@ impl SyncWorker {
                 };
                 let min_id = oldest_pending.or_else(|| next_id(&info.last_delivered));
                 if let Some(min_id) = min_id {
-                    trim.cmd("XTRIM")
+                    trim.cmd(*p, "XTRIM")
                         .arg(self.keys.stream(*p))
                         .arg("MINID")
-                        .arg(min_id)
-                        .ignore();
+                        .arg(min_id);
                 }
             }
             if len > 0 {
                 streams.push((*p, len, info));
             }
         }
-        let _ = trim.query_async::<()>(&mut self.redis).await;
+        let _ = trim.query(&mut self.redis).await;
         self.claim_orphans(&partitions).await;
         // The same backlog and lag that readiness and the load panel read,
         // over the partitions this worker owns, from the replies above.
@@ -360,10 +364,11 @@ impl SyncWorker {
     /// for longer than a lease: a worker that lost its lease while stalled
     /// (no fencing) and then died would otherwise strand them.
     async fn claim_orphans(&mut self, partitions: &[u32]) {
-        let mut pipe = redis::pipe();
-        for p in partitions {
-            pipe.cmd("XAUTOCLAIM")
-                .arg(self.keys.stream(*p))
+        let mut claims = Spread::new();
+        for &p in partitions {
+            claims
+                .cmd(p, "XAUTOCLAIM")
+                .arg(self.keys.stream(p))
                 .arg(GROUP)
                 .arg(&self.node)
                 .arg(self.settings.lease_ttl_ms)
@@ -372,7 +377,7 @@ impl SyncWorker {
                 .arg(1000)
                 .arg("JUSTID");
         }
-        let Ok(replies) = pipe.query_async::<Vec<Value>>(&mut self.redis).await else {
+        let Ok(replies) = claims.query(&mut self.redis).await else {
             return;
         };
         for (p, reply) in partitions.iter().zip(replies) {

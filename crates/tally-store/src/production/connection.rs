@@ -1,0 +1,328 @@
+//! One Redis or a Redis Cluster, behind one connection type.
+//!
+//! Everything above this module speaks commands, scripts and pipelines and
+//! does not care which of the two it talks to, with two exceptions kept
+//! here:
+//!
+//! - A pipeline on a cluster goes whole to the node of its first key, so it
+//!   must stay inside one slot. Work that spans partitions (leases, stream
+//!   reads, a feed page's counts) goes through [`Spread`]: one pipeline on a
+//!   single Redis, one pipeline per partition (each partition is one slot,
+//!   by its hash tag) sent together on a cluster.
+//! - "Is Redis there?" ([`RedisConn::ping`]): one server, or any master of
+//!   the cluster. A cluster that loses one master for the seconds of its
+//!   failover is not down; the requests on that master's slots answer 503
+//!   until its replica takes over.
+//!
+//! A cluster is named by `redis+cluster://host:port,host:port` (any of its
+//! nodes; the client discovers the rest).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
+
+use crate::StoreError;
+
+/// The URL scheme of a Redis Cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Where Redis is: one server, or the seed nodes of a cluster.
+#[derive(Clone)]
+pub enum RedisTarget {
+    Single(String),
+    /// `redis://` URLs of some of the cluster's nodes.
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for RedisTarget {
+    /// Without passwords: a target may be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(_) => f.write_str("RedisTarget::Single"),
+            Self::Cluster(nodes) => write!(f, "RedisTarget::Cluster({} seed nodes)", nodes.len()),
+        }
+    }
+}
+
+impl RedisTarget {
+    /// `redis://…` or `rediss://…` (one server), or
+    /// `redis+cluster://[user:password@]host:port,host:port` (a cluster).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+            return Ok(Self::Single(url.to_owned()));
+        };
+        let (auth, hosts) = match rest.rsplit_once('@') {
+            Some((auth, hosts)) => (Some(auth), hosts),
+            None => (None, rest),
+        };
+        let hosts = hosts.split('/').next().unwrap_or_default();
+        let nodes: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| match auth {
+                Some(auth) => format!("redis://{auth}@{h}"),
+                None => format!("redis://{h}"),
+            })
+            .collect();
+        if nodes.is_empty() {
+            return Err(StoreError::Internal(anyhow::anyhow!(
+                "a Redis Cluster URL names at least one node: {CLUSTER_SCHEME}host:port,host:port"
+            )));
+        }
+        Ok(Self::Cluster(nodes))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// A connection that reconnects by itself. `response_timeout` bounds
+    /// each reply; on a cluster, redirections (MOVED, ASK, TRYAGAIN, a
+    /// failover's CLUSTERDOWN) are followed a few times within about a
+    /// second, then the error is the caller's.
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(response_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let client = redis::Client::open(url.as_str())?;
+                Ok(RedisConn::Single(
+                    client.get_connection_manager_with_config(config).await?,
+                ))
+            }
+            Self::Cluster(nodes) => Ok(RedisConn::Cluster(
+                cluster_builder(nodes, connect_timeout, response_timeout)
+                    .build()?
+                    .get_async_connection()
+                    .await?,
+            )),
+        }
+    }
+}
+
+/// The cluster client's settings, shared by commands and Pub/Sub.
+pub(super) fn cluster_builder(
+    nodes: &[String],
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(connect_timeout)
+        .response_timeout(response_timeout)
+        // Four tries, 50 ms to 400 ms apart: enough for a MOVED or an ASK,
+        // short enough that a like on a failing master answers 503 in
+        // about a second instead of hanging through the failover.
+        .retries(4)
+        .min_retry_wait(50)
+        .max_retry_wait(400)
+}
+
+/// A connection to one Redis or to a cluster. Cheap to clone: clones share
+/// the underlying multiplexed connections.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Whether Redis answers: the server, or at least one master of the
+    /// cluster (see the module docs).
+    pub async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => redis::cmd("PING").query_async(conn).await,
+            Self::Cluster(conn) => conn
+                .route_command(
+                    redis::cmd("PING"),
+                    RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::OneSucceeded),
+                    )),
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Runs `cmd` on one random master (a command without a key, such as
+    /// `TIME`, would otherwise go to every master on a cluster).
+    pub async fn on_any_master(&mut self, cmd: Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Single(conn) => cmd.query_async(conn).await,
+            Self::Cluster(conn) => {
+                conn.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Commands on several partitions, in one round trip: one pipeline on a
+/// single Redis; on a cluster, one pipeline per partition (one slot each),
+/// sent at once. Replies come back in the order the commands were added,
+/// one per command; a server error in any fails the whole (as a pipeline).
+#[derive(Default)]
+pub struct Spread {
+    cmds: Vec<(u32, Cmd)>,
+}
+
+impl Spread {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// Adds a command on keys of `partition`; returns it for its arguments.
+    pub fn cmd(&mut self, partition: u32, name: &str) -> &mut Cmd {
+        self.cmds.push((partition, redis::cmd(name)));
+        let last = self.cmds.len() - 1;
+        &mut self.cmds[last].1
+    }
+
+    /// Adds a script call (`EVALSHA`: run [`super::scripts::load_all`]
+    /// when it reports `NOSCRIPT`) on keys of `partition`.
+    pub fn script(&mut self, partition: u32, invocation: &ScriptInvocation<'_>) {
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation);
+        if let Some(cmd) = pipe.cmd_iter().next() {
+            self.cmds.push((partition, cmd.clone()));
+        }
+    }
+
+    /// The replies, converted as one array (`Vec<i64>`, tuples…).
+    pub async fn query_as<T: redis::FromRedisValue>(&self, conn: &mut RedisConn) -> RedisResult<T> {
+        Ok(redis::from_redis_value(Value::Array(
+            self.query(conn).await?,
+        ))?)
+    }
+
+    pub async fn query(&self, conn: &mut RedisConn) -> RedisResult<Vec<Value>> {
+        if self.cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        match conn {
+            RedisConn::Single(_) => {
+                let mut pipe = Pipeline::with_capacity(self.cmds.len());
+                for (_, cmd) in &self.cmds {
+                    pipe.add_command(cmd.clone());
+                }
+                pipe.query_async(conn).await
+            }
+            RedisConn::Cluster(cluster) => {
+                let mut groups: BTreeMap<u32, (Pipeline, Vec<usize>)> = BTreeMap::new();
+                for (i, (partition, cmd)) in self.cmds.iter().enumerate() {
+                    let (pipe, at) = groups.entry(*partition).or_default();
+                    pipe.add_command(cmd.clone());
+                    at.push(i);
+                }
+                let replies =
+                    futures::future::try_join_all(groups.into_values().map(|(pipe, at)| {
+                        let mut conn = cluster.clone();
+                        async move {
+                            let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                            Ok::<_, redis::RedisError>((at, values))
+                        }
+                    }))
+                    .await?;
+                let mut out = vec![Value::Nil; self.cmds.len()];
+                for (at, values) in replies {
+                    for (i, value) in at.into_iter().zip(values) {
+                        out[i] = value;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_and_cluster_urls() {
+        assert!(matches!(
+            RedisTarget::parse("redis://127.0.0.1:6379").unwrap(),
+            RedisTarget::Single(u) if u == "redis://127.0.0.1:6379"
+        ));
+        let RedisTarget::Cluster(nodes) =
+            RedisTarget::parse("redis+cluster://127.0.0.1:7000, 127.0.0.1:7001/").unwrap()
+        else {
+            panic!("a cluster")
+        };
+        assert_eq!(nodes, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+        let RedisTarget::Cluster(nodes) =
+            RedisTarget::parse("redis+cluster://u:secret@h1:7000,h2:7001").unwrap()
+        else {
+            panic!("a cluster")
+        };
+        assert_eq!(
+            nodes,
+            ["redis://u:secret@h1:7000", "redis://u:secret@h2:7001"]
+        );
+        assert!(RedisTarget::parse("redis+cluster://").is_err());
+        let shown = format!(
+            "{:?}",
+            RedisTarget::parse("redis+cluster://u:secret@h1:7000").unwrap()
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
