@@ -94,7 +94,8 @@ start_cluster_node() { # start_cluster_node <port>
     mkdir -p "$TALLY_CLUSTER_DIR/$1"
     redis-server --port "$1" --bind 127.0.0.1 --cluster-enabled yes \
         --cluster-config-file "$TALLY_CLUSTER_DIR/$1/nodes.conf" --dir "$TALLY_CLUSTER_DIR/$1" \
-        --cluster-node-timeout 2000 --save "" --appendonly no --daemonize yes \
+        --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 \
+        --save "" --appendonly no --daemonize yes \
         --logfile "$TALLY_CLUSTER_DIR/$1/redis.log" \
         || die "cannot start redis-server on port $1"
 }

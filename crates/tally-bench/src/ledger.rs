@@ -40,6 +40,16 @@ impl Pair {
         self.in_flight = None;
     }
 
+    /// A `verb` request got no answer. Two unanswered requests of different
+    /// verbs in a row (a like, then an unlike, both 503) may have left
+    /// either state: recorded as a toggle, which allows both.
+    pub fn unanswered(&mut self, verb: LikeVerb) {
+        self.in_flight = Some(match self.in_flight {
+            Some(earlier) if earlier != verb => LikeVerb::Toggle,
+            _ => verb,
+        });
+    }
+
     /// Whether the stores may hold `actual`: the answered state, or what
     /// the unanswered request would have made of it.
     pub fn allows(&self, actual: bool) -> bool {
@@ -73,7 +83,7 @@ impl Ledger {
 
     /// A `verb` request got no answer: its outcome is unknown.
     pub fn unknown(&self, user: UserId, post: PostId, verb: LikeVerb) {
-        self.with(user, post, |p| p.in_flight = Some(verb));
+        self.with(user, post, |p| p.unanswered(verb));
     }
 
     pub fn snapshot(&self) -> HashMap<(UserId, PostId), Pair> {

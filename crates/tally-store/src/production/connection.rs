@@ -10,7 +10,7 @@
 //!   single Redis, one pipeline per partition (each partition is one slot,
 //!   by its hash tag) sent together on a cluster.
 //! - "Is Redis there?" ([`RedisConn::ping`]): one server, or any master of
-//!   the cluster. A cluster that loses one master for the seconds of its
+//!   the cluster (asked through keys, like the data). A cluster that loses one master for the seconds of its
 //!   failover is not down; the requests on that master's slots answer 503
 //!   until its replica takes over.
 //!
@@ -18,14 +18,13 @@
 //! nodes; the client discovers the rest).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
-};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
 
 use crate::StoreError;
@@ -105,12 +104,18 @@ impl RedisTarget {
                     client.get_connection_manager_with_config(config).await?,
                 ))
             }
-            Self::Cluster(nodes) => Ok(RedisConn::Cluster(
-                cluster_builder(nodes, connect_timeout, response_timeout)
+            Self::Cluster(nodes) => {
+                let conn = cluster_builder(nodes, connect_timeout, response_timeout)
                     .build()?
                     .get_async_connection()
-                    .await?,
-            )),
+                    .await?;
+                Ok(RedisConn::Cluster(Arc::new(Cluster {
+                    conn: std::sync::RwLock::new(conn),
+                    nodes: nodes.clone(),
+                    connect_timeout,
+                    response_timeout,
+                })))
+            }
         }
     }
 }
@@ -137,7 +142,28 @@ pub(super) fn cluster_builder(
 #[derive(Clone)]
 pub enum RedisConn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
+}
+
+/// The cluster client, replaceable by [`RedisConn::renew`] for every clone
+/// at once: redis 1.8's cluster client was seen here to hold every request,
+/// on live masters too, for about twenty seconds after a master died (its
+/// slot refresh waits on the dead node under a lock), while a new client
+/// works at once.
+pub struct Cluster {
+    conn: std::sync::RwLock<ClusterConnection>,
+    nodes: Vec<String>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Cluster {
+    fn current(&self) -> ClusterConnection {
+        match self.conn.read() {
+            Ok(conn) => conn.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 impl RedisConn {
@@ -145,21 +171,63 @@ impl RedisConn {
         matches!(self, Self::Cluster(_))
     }
 
+    /// On a cluster: connects a new client and puts it in place of the
+    /// current one, for this connection and all its clones (see
+    /// [`Cluster`]). A no-op on one Redis.
+    pub async fn renew(&self) -> RedisResult<()> {
+        let Self::Cluster(cluster) = self else {
+            return Ok(());
+        };
+        let fresh = cluster_builder(
+            &cluster.nodes,
+            cluster.connect_timeout,
+            cluster.response_timeout,
+        )
+        .build()?
+        .get_async_connection()
+        .await?;
+        match cluster.conn.write() {
+            Ok(mut conn) => *conn = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
     /// Whether Redis answers: the server, or at least one master of the
-    /// cluster (see the module docs).
-    pub async fn ping(&mut self) -> RedisResult<()> {
-        match self {
-            Self::Single(conn) => redis::cmd("PING").query_async(conn).await,
-            Self::Cluster(conn) => conn
-                .route_command(
-                    redis::cmd("PING"),
-                    RoutingInfo::MultiNode((
-                        MultipleNodeRoutingInfo::AllMasters,
-                        Some(ResponsePolicy::OneSucceeded),
-                    )),
-                )
-                .await
-                .map(drop),
+    /// cluster (see the module docs), within `wait`.
+    ///
+    /// On a cluster the question goes where data goes: an `EXISTS` of each
+    /// of `probes` (keys spread over the partitions, so over the masters),
+    /// routed by slot like every like, the first answer settling it. The
+    /// client's keyless routings (all masters, a random master) were seen
+    /// to fail or hang for as long as one master is dead, which is exactly
+    /// what must not count as "Redis is down".
+    pub async fn ping(&mut self, wait: Duration, probes: &[String]) -> RedisResult<()> {
+        let conn = match self {
+            Self::Single(conn) => return redis::cmd("PING").query_async(conn).await,
+            Self::Cluster(cluster) => cluster.current(),
+        };
+        let asks: Vec<_> = probes
+            .iter()
+            .map(|key| {
+                let mut conn = conn.clone();
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(key);
+                Box::pin(async move { cmd.query_async::<Value>(&mut conn).await })
+            })
+            .collect();
+        if asks.is_empty() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no probe keys for a cluster ping",
+            )));
+        }
+        match tokio::time::timeout(wait, futures::future::select_ok(asks)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            ))),
         }
     }
 
@@ -168,12 +236,14 @@ impl RedisConn {
     pub async fn on_any_master(&mut self, cmd: Cmd) -> RedisResult<Value> {
         match self {
             Self::Single(conn) => cmd.query_async(conn).await,
-            Self::Cluster(conn) => {
-                conn.route_command(
-                    cmd,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-                )
-                .await
+            Self::Cluster(cluster) => {
+                cluster
+                    .current()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                    )
+                    .await
             }
         }
     }
@@ -183,7 +253,10 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(cluster) => {
+                let mut conn = cluster.current();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -195,14 +268,17 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => {
+                let mut conn = cluster.current();
+                Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
+            Self::Cluster(cluster) => cluster.current().get_db(),
         }
     }
 }
@@ -266,6 +342,7 @@ impl Spread {
                 pipe.query_async(conn).await
             }
             RedisConn::Cluster(cluster) => {
+                let cluster = cluster.current();
                 let mut groups: BTreeMap<u32, (Pipeline, Vec<usize>)> = BTreeMap::new();
                 for (i, (partition, cmd)) in self.cmds.iter().enumerate() {
                     let (pipe, at) = groups.entry(*partition).or_default();

@@ -110,6 +110,13 @@ impl Keys {
         format!("{}:live", self.tag(partition))
     }
 
+    /// Keys spread over the partitions (at most 16), whose slots spread over
+    /// a cluster's masters: "does any master answer?" asks these.
+    pub fn probes(&self) -> Vec<String> {
+        let n = self.partitions.min(16);
+        (0..n).map(|i| self.seq(i * self.partitions / n)).collect()
+    }
+
     /// Lease for the periodic reconciliation (one node at a time).
     pub fn reconcile_lease(&self) -> String {
         format!("{}:reconcile:lease", self.prefix)

@@ -67,6 +67,11 @@ pub struct ProductionSettings {
     pub replication_connections: u32,
     /// Redis connect and response timeout: past it, Redis counts as down.
     pub redis_timeout_ms: u64,
+    /// On a Redis Cluster: how long no master may answer before the node
+    /// serves likes from PostgreSQL. Longer than a failover (the cluster's
+    /// `cluster-node-timeout` plus a few seconds), which otherwise costs
+    /// only 503s on the failed master's slots.
+    pub cluster_down_after_ms: u64,
     pub pg_max_connections: u32,
     pub sync: SyncSettings,
     /// Seconds between periodic reconciliations (0: off).
@@ -85,6 +90,7 @@ impl Default for ProductionSettings {
             replication_timeout_ms: 1000,
             replication_connections: 8,
             redis_timeout_ms: 500,
+            cluster_down_after_ms: 20_000,
             pg_max_connections: 16,
             sync: SyncSettings::default(),
             reconcile_interval_secs: 300,

@@ -8,10 +8,11 @@
 //!   (`SPUBLISH`/`SSUBSCRIBE`: sharded Pub/Sub), so a like's message stays
 //!   on its shard instead of crossing the whole cluster bus. After a
 //!   failover or a slot move, Redis drops the subscription (an unsolicited
-//!   `sunsubscribe`) and the client does not subscribe again by itself:
-//!   [`read_sharded`] does, on that message, after a lost connection, and
-//!   every few seconds for all channels (a repeated `SSUBSCRIBE` is
-//!   harmless).
+//!   `sunsubscribe`, or the dead master's connection) and the client does
+//!   not reliably subscribe again by itself: [`read_sharded`] does, on that
+//!   message, when the cluster's slot map changes (`CLUSTER SLOTS`, read
+//!   every second), and every half minute for all
+//!   channels whatever happened (a repeated `SSUBSCRIBE` is harmless).
 //!
 //! Messages published while a subscription is missing are lost (Pub/Sub
 //! is at-most-once): clients re-read counts when they resubscribe.
@@ -30,7 +31,7 @@ use super::keys::Keys;
 use crate::{Change, ChangeFeed};
 
 /// How often every sharded channel is subscribed again, whatever happened.
-const RESUBSCRIBE_ALL: Duration = Duration::from_secs(5);
+const RESUBSCRIBE_ALL: Duration = Duration::from_secs(30);
 
 /// Reads the changes of every partition into `changes` until `stop`;
 /// reconnects after errors.
@@ -155,7 +156,8 @@ async fn read_sharded(
                             }
                         }
                         PushKind::Disconnection => {
-                            missing.extend(channels.iter().map(String::as_str));
+                            tracing::info!("live: a cluster node's connection dropped; resubscribing on a fresh client");
+                            break;
                         }
                         _ => {}
                     }

@@ -438,3 +438,308 @@ fn pg_bin_dir() -> PathBuf {
         .map(|(_, bin)| bin)
         .expect("no /usr/lib/postgresql/<version>/bin/initdb found")
 }
+
+/// A private Redis Cluster: three masters and three replicas with a 2 s
+/// node timeout (a killed master's replica takes over in about 4 s), each
+/// on a free port whose cluster-bus port (+10000) is free too.
+pub struct ExtraCluster {
+    nodes: Vec<ExtraRedis>,
+}
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    pub failed: bool,
+    /// Slot ranges served (masters).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ExtraCluster {
+    pub fn start() -> Self {
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            let ports = cluster_ports(6);
+            let mut nodes = Vec::new();
+            for &port in &ports {
+                let dir = temp_dir("tally-cluster-");
+                let args: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    // A replica syncs at once (not 5 s later): one that has
+                    // never synced cannot take over.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    "--cluster-config-file",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([dir.path().join("nodes.conf").display().to_string()])
+                .collect();
+                match spawn_redis(port, dir.path(), &args) {
+                    Ok(child) => nodes.push(ExtraRedis {
+                        port,
+                        dir,
+                        child: Some(child),
+                        args,
+                    }),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if nodes.len() < 6 {
+                continue;
+            }
+            let mut create = Command::new("redis-cli");
+            create.arg("--cluster").arg("create");
+            create.args(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+            create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+            if let Err(e) = run(&mut create, "redis-cli --cluster create") {
+                errors.push(e);
+                continue;
+            }
+            let cluster = ExtraCluster { nodes };
+            cluster.wait_healthy(3);
+            return cluster;
+        }
+        panic!(
+            "could not start a private Redis Cluster:\n{}",
+            errors.join("\n")
+        );
+    }
+
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.nodes[..3]
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The cluster as a live node sees it.
+    pub fn topology(&self) -> Vec<ClusterNode> {
+        for node in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            if let Ok(text) = cli(node.port, &["cluster", "nodes"]) {
+                return parse_cluster_nodes(&text);
+            }
+        }
+        panic!("no node of the private cluster answers CLUSTER NODES");
+    }
+
+    /// `redis-cli` against every live node: `(port, reply)`.
+    pub fn on_each(&self, args: &[&str]) -> Vec<(u16, String)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| (n.port, cli(n.port, args).unwrap_or_else(|e| e)))
+            .collect()
+    }
+
+    /// The slot of a key (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let port = self.live_port();
+        cli(port, &["cluster", "keyslot", key])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// The master serving `slot`.
+    pub fn master_of(&self, slot: u16) -> ClusterNode {
+        self.topology()
+            .into_iter()
+            .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .unwrap_or_else(|| panic!("no live master serves slot {slot}"))
+    }
+
+    fn live_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(|n| n.port)
+            .expect("a live node")
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        node.expect("a node of this cluster").kill();
+    }
+
+    /// Starts a killed node again on its port and nodes.conf: it rejoins
+    /// (a former master as a replica of the master that replaced it).
+    pub fn restart(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port);
+        node.expect("a node of this cluster").restart();
+    }
+
+    /// Waits until every slot is served, the state is ok, and
+    /// `with_replicas` masters have a replica that finished its sync.
+    pub fn wait_healthy(&self, with_replicas: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = cli(self.live_port(), &["cluster", "info"]).unwrap_or_default();
+            let topology = self.topology();
+            let masters_with_replica = topology
+                .iter()
+                .filter(|m| m.master && !m.failed && !m.slots.is_empty())
+                .filter(|m| {
+                    cli(m.port, &["info", "replication"]).is_ok_and(|r| r.contains("state=online"))
+                })
+                .count();
+            if info.contains("cluster_state:ok")
+                && info.contains("cluster_slots_ok:16384")
+                && masters_with_replica >= with_replicas
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the private cluster is not healthy after 60 s:\n{info}\n{topology:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a node other than `old` (a killed master) serves `slot`
+    /// and the cluster is ok again: its replica was promoted.
+    pub fn wait_failover(&self, slot: u16, old: &ClusterNode) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let serving = self.topology().into_iter().find(|n| {
+                n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
+            });
+            if serving.is_some_and(|n| n.id != old.id) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| read_log(&n.dir.path().join("redis.log")))
+                    .collect();
+                panic!(
+                    "no replica took over slot {slot} from {} within 60 s: {:#?}\n{}",
+                    old.port,
+                    self.topology(),
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_healthy(0);
+    }
+
+    /// Moves one slot from its master to `to` the way `redis-cli --cluster
+    /// reshard` does (IMPORTING/MIGRATING, MIGRATE key by key, SETSLOT
+    /// NODE), one key every `pause` so that clients meet ASK redirections
+    /// and TRYAGAIN for a while.
+    pub fn migrate_slot(&self, slot: u16, to: &ClusterNode, pause: Duration) {
+        let from = self.master_of(slot);
+        assert_ne!(from.id, to.id, "slot {slot} is already on {}", to.port);
+        let s = slot.to_string();
+        let ok = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
+        ok(cli(
+            to.port,
+            &["cluster", "setslot", &s, "importing", &from.id],
+        ));
+        ok(cli(
+            from.port,
+            &["cluster", "setslot", &s, "migrating", &to.id],
+        ));
+        loop {
+            let keys = ok(cli(from.port, &["cluster", "getkeysinslot", &s, "10"]));
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                ok(cli(
+                    from.port,
+                    &[
+                        "migrate",
+                        "127.0.0.1",
+                        &to.port.to_string(),
+                        key,
+                        "0",
+                        "5000",
+                        "REPLACE",
+                    ],
+                ));
+                std::thread::sleep(pause);
+            }
+        }
+        for node in self.topology().iter().filter(|n| n.master && !n.failed) {
+            ok(cli(node.port, &["cluster", "setslot", &s, "node", &to.id]));
+        }
+    }
+}
+
+/// `redis-cli -p port args…`; Err on a failed run or an error reply.
+fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| format!("spawn redis-cli: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.starts_with("ERR") || text.starts_with("(error)") {
+        return Err(format!("redis-cli -p {port} {args:?}: {text}"));
+    }
+    Ok(text)
+}
+
+fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let port = f[1].split(['@', ':']).nth(1)?.parse().ok()?;
+            let flags = f[2];
+            let slots = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|a| (a, a)),
+                })
+                .collect();
+            Some(ClusterNode {
+                id: f[0].to_owned(),
+                port,
+                master: flags.contains("master"),
+                failed: flags.contains("fail"),
+                slots,
+            })
+        })
+        .collect()
+}
+
+/// `n` free ports whose cluster-bus ports (+10000) are free too.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut held = Vec::new();
+    while ports.len() < n {
+        let port = rand::random_range(20_000..50_000u16);
+        if ports.contains(&port) {
+            continue;
+        }
+        if let (Ok(a), Ok(b)) = (
+            TcpListener::bind(("127.0.0.1", port)),
+            TcpListener::bind(("127.0.0.1", port + 10_000)),
+        ) {
+            held.push((a, b));
+            ports.push(port);
+        }
+    }
+    ports
+}

@@ -8,6 +8,7 @@ mod helpers;
 mod instances;
 mod nodes;
 
+mod cluster;
 mod crash;
 mod likes;
 mod live;

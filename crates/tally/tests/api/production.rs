@@ -19,14 +19,14 @@ use crate::helpers::{
 use crate::instances::{ExtraPostgres, ExtraRedis};
 use crate::nodes::{Ledger, Load, Node, create_post, seed};
 
-async fn settings(redis_url: &str, admin_db: &str, dir: &std::path::Path) -> Settings {
+pub(crate) async fn settings(redis_url: &str, admin_db: &str, dir: &std::path::Path) -> Settings {
     let mut s = Settings::for_tests(dir.to_path_buf());
     use_redis_pg(&mut s, redis_url, admin_db).await;
     s.production.sync.lease_ttl_ms = 1000;
     s
 }
 
-async fn connect(s: &Settings) -> Production {
+pub(crate) async fn connect(s: &Settings) -> Production {
     Production::connect(
         s.redis_url.as_deref().expect("redis"),
         s.database_url.as_deref().expect("database"),
@@ -39,7 +39,7 @@ async fn connect(s: &Settings) -> Production {
 /// Waits for the write-behind, then checks every invariant: PostgreSQL's
 /// rows allow every answer of the ledger, each post's count equals its
 /// rows, and Redis's count and likers (where loaded) equal them too.
-async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
+pub(crate) async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
     let mut p = connect(s).await;
     assert!(
         tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
@@ -81,7 +81,7 @@ async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
 }
 
 /// count == rows in PostgreSQL, and Redis (if loaded) agrees with both.
-async fn assert_post_consistent(p: &mut Production, post: i64) {
+pub(crate) async fn assert_post_consistent(p: &mut Production, post: i64) {
     let row = sqlx::query("SELECT like_count, (SELECT COUNT(*) FROM likes WHERE post_id = $1 AND liked) FROM posts WHERE id = $1")
         .bind(post)
         .fetch_one(&p.pg)

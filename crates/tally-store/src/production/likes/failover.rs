@@ -85,7 +85,11 @@ impl RedisLikes {
         }
         // Nothing to drop still checks that Redis answers.
         let dropped = match drop.is_empty() {
-            true => redis.ping().await,
+            true => {
+                redis
+                    .ping(Duration::from_secs(1), &self.keys.probes())
+                    .await
+            }
             false => drop.query(&mut redis).await.map(|_| ()),
         };
         if let Err(err) = dropped {
@@ -102,10 +106,27 @@ impl RedisLikes {
     }
 }
 
+/// A new cluster client for the node's connection and its `WAIT`
+/// connections (bounded: a dead cluster must not hold the watch).
+async fn renew(production: &Production) {
+    let wait = Duration::from_millis(production.settings.redis_timeout_ms.max(1)) * 4;
+    for conn in std::iter::once(&production.redis).chain(&production.waiters) {
+        match tokio::time::timeout(wait, conn.renew()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot renew the cluster client"),
+            Err(_) => tracing::warn!("renewing the cluster client timed out"),
+        }
+    }
+}
+
 /// Pings Redis four times a second. While it is up: two pings in a row
 /// without an answer switch the node to PostgreSQL (a hung Redis; a
-/// refused connection switches requests over by itself; on a cluster, a
-/// ping is answered while any master answers). While it is down:
+/// refused connection switches requests over by itself). On a cluster a
+/// ping is answered while any master answers, and only pings failing for
+/// `cluster_down_after_ms` switch: a master's failover stalls the client
+/// for seconds (the cluster's node timeout and more), and riding it out
+/// with 503s on that shard beats moving every like to PostgreSQL and back.
+/// While it is down:
 /// waits for it to answer, for the write-behind to drain what it still
 /// holds, then returns the node to the fast path.
 pub(in crate::production) async fn watch_redis(
@@ -114,22 +135,42 @@ pub(in crate::production) async fn watch_redis(
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let mut redis = production.redis.clone();
+    let wait = Duration::from_millis(production.settings.redis_timeout_ms.max(1));
+    let probes = production.keys.probes();
+    let cluster_down_after = Duration::from_millis(production.settings.cluster_down_after_ms);
     let mut failed_pings = 0;
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let ping = redis.ping().await;
+        let ping = redis.ping(wait, &probes).await;
         if !likes.is_redis_down() {
             // Requests only switch over on a refused or broken connection;
             // a Redis that hangs is seen here: two pings in a row without
             // an answer (each waits `redis_timeout_ms`).
             match ping {
-                Ok(_) => failed_pings = 0,
+                Ok(_) => {
+                    failed_pings = 0;
+                    failing_since = None;
+                }
                 Err(err) => {
                     failed_pings += 1;
-                    if failed_pings >= 2 {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if redis.is_cluster() && failed_pings % 2 == 0 {
+                        // Two pings in a row without an answer from any
+                        // master: a stalled client (see `connection::Cluster`)
+                        // more likely than a dead cluster. A new one for
+                        // every user of the connection.
+                        tracing::warn!(error = %err, "no Redis Cluster master answers; renewing the cluster client");
+                        renew(&production).await;
+                    }
+                    let down = match redis.is_cluster() {
+                        false => failed_pings >= 2,
+                        true => since.elapsed() >= cluster_down_after,
+                    };
+                    if down {
                         likes.mark_down(&err);
                     }
                 }
@@ -137,6 +178,7 @@ pub(in crate::production) async fn watch_redis(
             continue;
         }
         failed_pings = 0;
+        failing_since = None;
         if ping.is_err() {
             continue;
         }
