@@ -8,6 +8,7 @@ mod helpers;
 mod instances;
 mod nodes;
 
+mod balancer;
 mod crash;
 mod likes;
 mod live;

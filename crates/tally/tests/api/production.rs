@@ -19,7 +19,7 @@ use crate::helpers::{
 use crate::instances::{ExtraPostgres, ExtraRedis};
 use crate::nodes::{Ledger, Load, Node, create_post, seed};
 
-async fn settings(redis_url: &str, admin_db: &str, dir: &std::path::Path) -> Settings {
+pub(crate) async fn settings(redis_url: &str, admin_db: &str, dir: &std::path::Path) -> Settings {
     let mut s = Settings::for_tests(dir.to_path_buf());
     use_redis_pg(&mut s, redis_url, admin_db).await;
     s.production.sync.lease_ttl_ms = 1000;
@@ -39,7 +39,7 @@ async fn connect(s: &Settings) -> Production {
 /// Waits for the write-behind, then checks every invariant: PostgreSQL's
 /// rows allow every answer of the ledger, each post's count equals its
 /// rows, and Redis's count and likers (where loaded) equal them too.
-async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
+pub(crate) async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
     let mut p = connect(s).await;
     assert!(
         tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
@@ -278,7 +278,7 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
     assert_exact(&s, &ledger, &posts).await;
 }
 
-fn load_failures(ledger: &Ledger) -> usize {
+pub(crate) fn load_failures(ledger: &Ledger) -> usize {
     ledger.values().filter(|s| s.in_flight.is_some()).count()
 }
 
