@@ -172,6 +172,64 @@ async fn likes_served(client: &Client, node: &Node) -> f64 {
         .sum()
 }
 
+/// Socket.io over long-polling through the balancer: connect, subscribe to
+/// `post`, and return the first `likeCount` pushed for it. Each step is a
+/// separate HTTP request that must reach the node holding the session (any
+/// other answers 400 `Session ID unknown`); the balancer's SERVERID cookie,
+/// set on the handshake, pins them there.
+async fn socketio_polling_count(client: &Client, base: &str, post: i64) -> i64 {
+    use reqwest::header::{COOKIE, SET_COOKIE};
+    let url = format!("{base}/socket.io/?EIO=4&transport=polling");
+    let r = client.get(&url).send().await.expect("handshake");
+    assert_eq!(r.status(), StatusCode::OK, "handshake");
+    let cookie = r
+        .headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .expect("the balancer sets its stickiness cookie");
+    assert!(cookie.starts_with("SERVERID="), "{cookie}");
+    let open = r.text().await.expect("handshake body");
+    let open: Value = serde_json::from_str(open.strip_prefix('0').expect("an open packet"))
+        .expect("open packet json");
+    let url = format!("{url}&sid={}", open["sid"].as_str().expect("sid"));
+    let send = |packet: String| {
+        let request = client.post(&url).header(COOKIE, &cookie).body(packet);
+        async move {
+            let r = request.send().await.expect("post a packet");
+            assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+        }
+    };
+    send("40".into()).await; // connect to the default namespace
+    let mut subscribed = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no likeCount over polling");
+        let r = client
+            .get(&url)
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .expect("poll");
+        assert_eq!(r.status(), StatusCode::OK, "the session was lost");
+        let body = r.text().await.expect("poll body");
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                send("3".into()).await; // pong
+            } else if packet.starts_with("40") && !subscribed {
+                send(format!("42[\"subscribe\",[{post}]]")).await;
+                subscribed = true;
+            } else if let Some(event) = packet.strip_prefix("42") {
+                let event: Value = serde_json::from_str(event).expect("event json");
+                if event[0] == "likeCount" && event[1]["postId"] == post {
+                    return event[1]["likeCount"].as_i64().expect("likeCount");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_behind_haproxy_count_exactly_and_push_live_across_nodes() {
     let dir = tempfile::tempdir().expect("dir");
@@ -190,15 +248,15 @@ async fn three_nodes_behind_haproxy_count_exactly_and_push_live_across_nodes() {
         posts.push(create_post(&client, &lb.base, &users[0].1).await);
     }
     let watched = posts[0];
-    // A subscriber on each node, connected to the node itself.
+    // A subscriber on each node, connected to the node itself, and one more
+    // through the balancer (the WebSocket upgrade passes HAProxy).
     let mut sockets = Vec::new();
-    for node in &nodes {
-        let mut ws = LiveSocket::connect(&node.base).await.expect("connect");
+    for base in nodes.iter().map(|n| &n.base).chain([&lb.base]) {
+        let mut ws = LiveSocket::connect(base).await.expect("connect");
         ws.subscribe(&[watched]).await.expect("subscribe");
         assert!(
             ws.wait_for_count(watched, 0, Duration::from_secs(30)).await,
-            "snapshot from {}",
-            node.base
+            "snapshot from {base}"
         );
         sockets.push(ws);
     }
@@ -251,10 +309,16 @@ async fn three_nodes_behind_haproxy_count_exactly_and_push_live_across_nodes() {
             assert!(
                 ws.wait_for_count(watched, expected, Duration::from_secs(30))
                     .await,
-                "a like on node {i} did not reach the subscriber on node {j} (count {expected})"
+                "a like on node {i} did not reach subscriber {j} (3: through the balancer; count {expected})"
             );
         }
     }
+    // A Socket.io client on the long-polling transport keeps its session
+    // through the balancer (the stickiness cookie).
+    assert_eq!(
+        socketio_polling_count(&client, &lb.base, watched).await,
+        expected
+    );
 
     let ledger = ledger.snapshot();
     eprintln!(
