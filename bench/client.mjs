@@ -46,7 +46,7 @@ function photo(w, h, seed) {
 
 async function serve(dataDir) {
   const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
-    env: { ...process.env, TALLY_RATE_LIMITS__USER_WRITES_PER_SEC: '0', TALLY_RATE_LIMITS__AUTH_PER_MIN_PER_IP: '0', RUST_LOG: 'warn' },
+    env: { ...process.env, TALLY_RATE_LIMITS__USER_WRITES_PER_SEC: '0', TALLY_RATE_LIMITS__AUTH_PER_MIN_PER_IP: '0', TALLY_DRAIN_GRACE_MS: '0', RUST_LOG: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   for await (const line of createInterface({ input: child.stdout })) {

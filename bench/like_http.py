@@ -33,8 +33,10 @@ REDIS = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TALLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 BIN = os.environ.get("TALLY_BIN") or str(ROOT / "target/release/tally")
 COMPARE = sys.argv[sys.argv.index("--compare") + 1] if "--compare" in sys.argv else None
+# No load balancer watches these nodes: SIGTERM stops them at once
+# (TALLY_DRAIN_GRACE_MS, docs/OPERATIONS.md).
 ENV = dict(os.environ, TALLY_RATE_LIMITS__USER_WRITES_PER_SEC="0", RUST_LOG="warn",
-           TALLY_RECONCILE_INTERVAL_SECS="0")
+           TALLY_RECONCILE_INTERVAL_SECS="0", TALLY_DRAIN_GRACE_MS="0")
 
 
 def log(msg):

@@ -37,6 +37,10 @@ pub struct Settings {
     pub thumbnail_width: u32,
     /// Requests taking longer are answered 503 `timeout`.
     pub request_timeout_secs: u64,
+    /// After SIGTERM, how long the node keeps serving while `/readyz`
+    /// answers 503 `draining`, so a load balancer's health checks take it out
+    /// of rotation before it stops accepting connections. 0: stop at once.
+    pub drain_grace_ms: u64,
     pub rate_limits: RateLimitSettings,
     pub likes: LikesSettings,
     /// Most live pushes per post per second (per viewer).
@@ -125,6 +129,7 @@ impl Default for Settings {
             max_image_pixels: ImageLimits::default().max_pixels,
             thumbnail_width: ImageLimits::default().thumbnail_width,
             request_timeout_secs: 30,
+            drain_grace_ms: 2000,
             rate_limits: RateLimitSettings::default(),
             likes: LikesSettings::default(),
             live_max_updates_per_sec: 10,
@@ -170,11 +175,17 @@ impl Settings {
         }
     }
 
-    /// Settings for tests: a fresh data dir, port 0, no rate limits.
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
+    }
+
+    /// Settings for tests: a fresh data dir, port 0, no rate limits, no
+    /// drain grace (no load balancer watches an in-process app).
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
+            drain_grace_ms: 0,
             rate_limits: RateLimitSettings {
                 user_writes_per_sec: 0,
                 user_write_burst: 0,

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -199,6 +200,7 @@ impl Application {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             dummy_hash: password::dummy_hash().await?,
+            draining: AtomicBool::new(false),
             settings,
         });
         let router = routes::router(state.clone());
@@ -226,10 +228,12 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains: in-flight requests
-    /// are answered, then the background tasks stop in order (see
-    /// [`Tasks::shutdown`]), the last ones making everything accepted
-    /// durable.
+    /// Serves until `shutdown` resolves, then drains: `/readyz` answers 503
+    /// `draining` while the node keeps serving for `drain_grace_ms` (load
+    /// balancers take it out of rotation meanwhile), then it stops
+    /// accepting, in-flight requests are answered, and the background tasks
+    /// stop in order (see [`Tasks::shutdown`]), the last ones making
+    /// everything accepted durable.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -242,7 +246,7 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(drain_after(shutdown, self.state.clone()))
             .await;
         let stopped = self.tasks.shutdown(SHUTDOWN_DEADLINE).await;
         tracing::info!("stopped");
@@ -254,6 +258,24 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Resolves `drain_grace_ms` after `shutdown` does, having marked the
+/// node draining in between: until then the listener still accepts and
+/// every request is served, so a balancer's health checks (which now see
+/// 503) move traffic away before connections are refused.
+async fn drain_after(shutdown: impl Future<Output = ()>, state: AppState) {
+    shutdown.await;
+    state.draining.store(true, Ordering::Relaxed);
+    let grace = state.settings.drain_grace();
+    if !grace.is_zero() {
+        tracing::info!(
+            grace_ms = state.settings.drain_grace_ms,
+            "draining: /readyz answers 503 while requests are still served for the grace period"
+        );
+        tokio::time::sleep(grace).await;
+    }
+    tracing::info!("closing the listener: finishing requests and committing accepted likes");
 }
 
 /// Periodic upkeep: histogram compaction and rate-limiter key expiry.
@@ -303,7 +325,7 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: finishing requests and committing accepted likes");
+    tracing::info!("shutdown signal received");
 }
 
 /// `tally migrate`.

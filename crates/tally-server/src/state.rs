@@ -4,6 +4,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tally_store::accounts::TokenKeys;
@@ -58,4 +59,8 @@ pub struct Shared {
     pub dummy_hash: String,
     /// The operator's load runs against this node.
     pub load_panel: LoadPanel,
+    /// Set once shutdown begins: `/readyz` answers 503 `draining` so load
+    /// balancers stop routing here while the node still serves for
+    /// `drain_grace_ms`. An atomic: read per health check, written once.
+    pub draining: AtomicBool,
 }

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics, for load balancers and Prometheus.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -20,8 +22,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` (liveness), `ready`, `degraded` (serving on a weaker path) or
-    /// `down` (503).
+    /// `ok` (liveness), `ready`, `degraded` (serving on a weaker path),
+    /// `draining` (503: shutting down, still serving for the grace period)
+    /// or `down` (503).
     status: &'static str,
     /// What is degraded, if anything.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -37,10 +40,23 @@ async fn healthz() -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the stores answer and likes are being made durable.
+/// Readiness: the stores answer and likes are being made durable, and the
+/// node is not shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    // Checked first and answered without touching the stores: the node is
+    // leaving and a balancer should stop sending it new work, whatever the
+    // stores say.
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "draining",
+                problems: vec!["shutting down".into()],
+            }),
+        );
+    }
     let mut problems = Vec::new();
     let mut down = false;
     if let Err(err) = state.catalog.ping().await {

@@ -8,6 +8,7 @@ mod helpers;
 mod instances;
 mod nodes;
 
+mod balancer;
 mod cluster;
 mod crash;
 mod likes;

@@ -56,6 +56,9 @@ fn node_env(cmd: &mut Command, settings: &Settings) {
             settings.production.redis_timeout_ms.to_string(),
         )
         .env("TALLY_RECONCILE_INTERVAL_SECS", "0")
+        // No load balancer watches these nodes unless a test says so
+        // (`Node::start_with`): SIGTERM stops them at once.
+        .env("TALLY_DRAIN_GRACE_MS", "0")
         .env("RUST_LOG", "warn");
 }
 
@@ -67,6 +70,12 @@ pub struct Node {
 
 impl Node {
     pub fn start(settings: &Settings, data_dir: &Path) -> Self {
+        Self::start_with(settings, data_dir, &[])
+    }
+
+    /// Starts a node with extra environment (settings as `TALLY_*`), which
+    /// wins over the tests' defaults.
+    pub fn start_with(settings: &Settings, data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -74,6 +83,7 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         node_env(&mut cmd, settings);
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().expect("spawn tally serve");
         let stdout = child.stdout.take().expect("stdout");
         // Read on a thread, so that a node that never starts fails the test
@@ -94,6 +104,35 @@ impl Node {
             .unwrap_or_else(|| panic!("tally serve did not start: {line:?}"))
             .to_owned();
         Self { child, base }
+    }
+
+    /// `host:port`, as a load balancer names the node.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// SIGTERM: the node drains (see `drain_grace_ms`) and exits by itself.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {}", self.child.id());
+    }
+
+    /// Waits for the process to exit (fails after `secs`).
+    pub async fn exited(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not exit within {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: no drain, no goodbye.

@@ -278,7 +278,7 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
     assert_exact(&s, &ledger, &posts).await;
 }
 
-fn load_failures(ledger: &Ledger) -> usize {
+pub(crate) fn load_failures(ledger: &Ledger) -> usize {
     ledger.values().filter(|s| s.in_flight.is_some()).count()
 }
 
