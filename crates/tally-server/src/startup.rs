@@ -29,6 +29,7 @@ use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
 use crate::routes;
 use crate::state::{AppState, Shared};
+use crate::trending::TrendingCache;
 
 /// How long each shutdown stage may take (see [`tally_store::tasks`]).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -199,6 +200,7 @@ impl Application {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             dummy_hash: password::dummy_hash().await?,
+            trending: TrendingCache::new(Duration::from_millis(settings.trending_cache_ms)),
             settings,
         });
         let router = routes::router(state.clone());

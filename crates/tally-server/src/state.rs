@@ -14,6 +14,7 @@ use crate::live::LiveHub;
 use crate::load_panel::LoadPanel;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
+use crate::trending::TrendingCache;
 
 /// What handlers share; cheap to clone.
 #[derive(Clone)]
@@ -58,4 +59,6 @@ pub struct Shared {
     pub dummy_hash: String,
     /// The operator's load runs against this node.
     pub load_panel: LoadPanel,
+    /// Trending rankings, computed at most once per window per second.
+    pub trending: TrendingCache,
 }
