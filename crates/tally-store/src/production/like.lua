@@ -36,16 +36,19 @@ else
   redis.call('SREM', KEYS[2], ARGV[1])
   count = redis.call('DECR', KEYS[1])
 end
--- Trending: the post gained (or lost) a like in this minute and this hour.
--- A bucket that nets to zero forgets the post; each lives a little longer
--- than the window that reads it (KEYS[5], KEYS[6]: the minute and hour
--- buckets; ARGV[7], ARGV[8]: their TTLs in ms).
+-- Trending: the post gained (or lost) a like in this minute and this hour
+-- (KEYS[5], KEYS[6]; ARGV[7], ARGV[8]: their TTLs in ms). A bucket that
+-- nets to zero forgets the post. The TTL is (re)armed when the post is new
+-- in the bucket: a bucket is always created by such a change, so every
+-- bucket has one, and a hot post's likes skip the extra call.
 local delta = want == 1 and 1 or -1
 for i = 5, 6 do
-  if tonumber(redis.call('ZINCRBY', KEYS[i], delta, ARGV[3])) == 0 then
+  local score = tonumber(redis.call('ZINCRBY', KEYS[i], delta, ARGV[3]))
+  if score == 0 then
     redis.call('ZREM', KEYS[i], ARGV[3])
+  elseif score == delta then
+    redis.call('PEXPIRE', KEYS[i], ARGV[i + 2])
   end
-  redis.call('PEXPIRE', KEYS[i], ARGV[i + 2])
 end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
