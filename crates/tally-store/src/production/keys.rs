@@ -17,6 +17,8 @@
 //! {prefix}:{p17}:req:{id}       a toggle's answer, kept for replays
 //! {prefix}:{p17}:trend:m:{min}  likes gained per post in a Unix minute (sorted set)
 //! {prefix}:{p17}:trend:h:{hour} likes gained per post in a Unix hour (sorted set)
+//! {prefix}:{p17}:trend:m:sum:{min}  the hour's minute buckets before {min} - 1, summed
+//! {prefix}:{p17}:trend:h:sum:{hour} the day's hour buckets before {hour} - 1, summed
 //! {prefix}:live                 the Pub/Sub channel (one Redis)
 //! ```
 
@@ -84,6 +86,17 @@ impl Keys {
     pub fn trend(&self, partition: u32, granularity: Granularity, bucket: i64) -> String {
         format!(
             "{}:trend:{}:{bucket}",
+            self.tag(partition),
+            granularity.tag()
+        )
+    }
+
+    /// The sum of the buckets a window reads during `bucket`, but for the
+    /// current and the previous one: stored by the first read of that
+    /// period (see `scripts::TREND_TOP`).
+    pub fn trend_sum(&self, partition: u32, granularity: Granularity, bucket: i64) -> String {
+        format!(
+            "{}:trend:{}:sum:{bucket}",
             self.tag(partition),
             granularity.tag()
         )

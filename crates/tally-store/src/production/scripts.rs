@@ -107,19 +107,40 @@ pub async fn install_likers(
     Ok(installed == 1)
 }
 
-/// A partition's trending list: sums the buckets (KEYS, Redis ≥ 7.0's
-/// `ZUNION`) and returns the best ARGV[1] posts with a score > 0, as a flat
-/// `[post, score, post, score, …]`, best first. Read-only. Ties at the cut
-/// are broken by Redis's member order, not the ranking's (lower id first):
-/// only the last places of a full list can differ.
+/// A partition's trending list: the best ARGV[1] posts with a score > 0,
+/// as a flat `[post, score, post, score, …]`, best first.
+///
+/// KEYS: the stored sum for the current bucket period (see
+/// [`super::Keys::trend_sum`]), the current bucket, the previous bucket,
+/// then the older buckets of the window (58 minutes or 22 hours). ARGV:
+/// limit, the sum's TTL in ms.
+///
+/// Summing 60 buckets on every read costs Redis a 60-way merge per
+/// partition per node per second. The older buckets no longer change, so
+/// the first read of a bucket period stores their sum (`ZUNIONSTORE`, kept
+/// for that period) and every read adds the current and previous buckets
+/// to it (`ZUNION` of three keys, Redis ≥ 7.0). The previous bucket stays
+/// out of the stored sum so that a like stamped just before a boundary and
+/// landing just after it (a script in flight, a node clock a moment
+/// behind) still counts. Ties at the cut are broken by Redis's member
+/// order, not the ranking's (lower id first): only the last places of a
+/// full list can differ.
 pub static TREND_TOP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local args = {'ZUNION', #KEYS}
-for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
-args[#args + 1] = 'WITHSCORES'
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local args = {'ZUNIONSTORE', KEYS[1], #KEYS - 3}
+  for i = 4, #KEYS do args[#args + 1] = KEYS[i] end
+  redis.call(unpack(args))
+  -- An empty sum stores nothing: a marker (score 0, never ranked) keeps
+  -- the next read from summing again.
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('ZADD', KEYS[1], 0, '')
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 -- Ascending by score: walk from the end.
-local all = redis.call(unpack(args))
+local all = redis.call('ZUNION', 3, KEYS[1], KEYS[2], KEYS[3], 'WITHSCORES')
 local limit = tonumber(ARGV[1])
 local out = {}
 local i = #all - 1

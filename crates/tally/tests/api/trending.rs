@@ -274,6 +274,29 @@ async fn trending_buckets_expire(backend: Backend) {
     assert_eq!(answers[1], answers[0], "the replay answers the first run");
     assert_eq!(scores[1], scores[0], "the replay counts nothing");
     // The like and its undoing net to zero: the post is not trending.
+    let before = tally_store::now_ms();
     assert!(ranked(&trending(&app, None, "").await).is_empty());
     assert!(ranked(&trending(&app, None, "window=24h").await).is_empty());
+    let after = tally_store::now_ms();
+
+    // A read stores each partition's sum of the older buckets for the
+    // current bucket's period, which then expires too.
+    for granularity in [Granularity::Minute, Granularity::Hour] {
+        let mut found = 0;
+        for bucket in granularity.bucket(before)..=granularity.bucket(after) {
+            let key = p.keys.trend_sum(partition, granularity, bucket);
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut p.redis)
+                .await
+                .expect("PTTL");
+            if pttl == -2 {
+                continue;
+            }
+            let ttl = granularity.millis() + 60_000;
+            assert!(pttl > 0 && pttl <= ttl, "{key}: PTTL {pttl} > {ttl}");
+            found += 1;
+        }
+        assert_eq!(found, 1, "{granularity:?}: one stored sum");
+    }
 }

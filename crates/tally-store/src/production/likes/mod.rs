@@ -220,7 +220,8 @@ impl RedisLikes {
     }
 
     /// Every partition's top `limit` for `window`, one script per
-    /// partition (its buckets are in its slot) sent together through
+    /// partition (its buckets, and the stored sum of the closed ones, are
+    /// in its slot) sent together through
     /// [`Spread`], merged into the global top `limit`: a post lives in one
     /// partition, so the best of the partitions' best are the best.
     async fn trending_redis(
@@ -232,13 +233,21 @@ impl RedisLikes {
         let started = Instant::now();
         let buckets = window.bucket_range(now_ms());
         let granularity = window.granularity();
+        let current = *buckets.end();
+        // The sum of the older buckets serves the current bucket's period
+        // (plus a margin for clocks), see scripts::TREND_TOP.
+        let sum_ttl_ms = granularity.millis() + trending::MINUTE_MS;
         let mut reads = Spread::new();
         for partition in 0..self.keys.partitions() {
             let mut script = scripts::TREND_TOP.prepare_invoke();
-            for bucket in buckets.clone() {
+            script
+                .key(self.keys.trend_sum(partition, granularity, current))
+                .key(self.keys.trend(partition, granularity, current))
+                .key(self.keys.trend(partition, granularity, current - 1));
+            for bucket in buckets.clone().filter(|b| *b < current - 1) {
                 script.key(self.keys.trend(partition, granularity, bucket));
             }
-            script.arg(limit);
+            script.arg(limit).arg(sum_ttl_ms);
             reads.script(partition, &script);
         }
         // Each reply is flat: post, score, post, score…
