@@ -156,5 +156,9 @@ mod tests {
         assert_eq!(k.seq(2), "t:{p2}:seq");
         assert_eq!(k.trend(2, Granularity::Minute, 7), "t:{p2}:trend:m:7");
         assert_eq!(k.trend(2, Granularity::Hour, 9), "t:{p2}:trend:h:9");
+        assert_eq!(
+            k.trend_sum(2, Granularity::Minute, 7),
+            "t:{p2}:trend:m:sum:7"
+        );
     }
 }

@@ -13,6 +13,7 @@ backend_tests!(
     trending_ranks_by_likes_gained,
     trending_pages_walk_the_whole_ranking,
     trending_rejects_bad_windows_and_cursors,
+    trending_skips_posts_the_catalog_lost,
     trending_buckets_expire,
 );
 
@@ -172,6 +173,48 @@ async fn trending_rejects_bad_windows_and_cursors(backend: Backend) {
     // The cursor works in its own window.
     let second = trending(&app, None, &format!("window=1h&limit=1&cursor={cursor}")).await;
     assert_eq!(ranked(&second).len(), 1);
+}
+
+/// A ranked post that is gone from the catalog (deleted behind the API's
+/// back: there is no delete endpoint) is skipped, and pages still fill.
+async fn trending_skips_posts_the_catalog_lost(backend: Backend) {
+    let app = spawn(backend).await;
+    let users = app.seed_users(3).await;
+    let mut posts = Vec::new();
+    for n in [3, 2, 1] {
+        let post = app.post(&users[0]).await;
+        likes(&app, &users[..n], post).await;
+        posts.push(post);
+    }
+    let gone = posts[1];
+    match backend {
+        Backend::Embedded => {
+            let pool = tally_store::embedded::open(app.data_dir.path())
+                .await
+                .expect("open");
+            sqlx::query("DELETE FROM posts WHERE id = ?")
+                .bind(gone)
+                .execute(&pool)
+                .await
+                .expect("delete");
+        }
+        Backend::RedisPg | Backend::ClusterPg => {
+            sqlx::query("DELETE FROM posts WHERE id = $1")
+                .bind(gone)
+                .execute(&app.production().await.pg)
+                .await
+                .expect("delete");
+        }
+    }
+    let page = trending(&app, None, "limit=2").await;
+    assert_eq!(ranked(&page), [(posts[0], 3), (posts[2], 1)]);
+    assert!(page["nextCursor"].is_null());
+    let walked: Vec<i64> = all_pages(&app.client, &app.url("/v1/posts/trending?limit=1"))
+        .await
+        .iter()
+        .map(|p| p["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(walked, [posts[0], posts[2]]);
 }
 
 /// Old buckets expire: on Redis every bucket carries a TTL no longer than
