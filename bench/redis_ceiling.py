@@ -11,7 +11,7 @@ Two shapes: 50 connections with one command in flight each (-P 1), and the
 same with 16 pipelined per connection (-P 16), which is closer to how Tally's
 multiplexed connection sends concurrent likes.
 """
-import json, os, platform, subprocess, sys
+import json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,14 +29,20 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     sha = redis("SCRIPT", "LOAD", (ROOT / "crates/tally-store/src/production/like.lua").read_text())
     prefix = "ceiling_" + os.urandom(4).hex()
-    keys = [f"{prefix}:{{p0}}:post:1:n", f"{prefix}:{{p0}}:post:1:u", f"{prefix}:{{p0}}:events", f"{prefix}:{{p0}}:seq"]
+    # KEYS as Tally passes them: count, likers, stream, seq, then the
+    # trending buckets of the current minute and hour (crates/tally-store/
+    # src/production/scripts.rs); ARGV ends with the buckets' TTLs in ms.
+    now = int(time.time())
+    keys = [f"{prefix}:{{p0}}:post:1:n", f"{prefix}:{{p0}}:post:1:u", f"{prefix}:{{p0}}:events", f"{prefix}:{{p0}}:seq",
+            f"{prefix}:{{p0}}:trend:m:{now // 60}", f"{prefix}:{{p0}}:trend:h:{now // 3600}"]
+    ttls = [str(61 * 60_000), str(25 * 3_600_000)]
     results = {}
     try:
         for pipeline in (1, 16):
             redis("DEL", *keys)
             redis("SET", keys[0], "0")
             out = subprocess.run(["redis-benchmark", "-h", HOST, "-p", PORT, "-n", str(N), "-c", "50", "-P", str(pipeline),
-                                  "-r", "100000000", "--csv", "EVALSHA", sha, "4", *keys, "__rand_int__", "like", "1", "0", f"{prefix}:live"],
+                                  "-r", "100000000", "--csv", "EVALSHA", sha, str(len(keys)), *keys, "__rand_int__", "like", "1", "0", f"{prefix}:live", "0", *ttls],
                                  check=True, capture_output=True, text=True).stdout
             row = [c.strip('"') for c in out.strip().splitlines()[-1].split(",")]
             stream_len = int(redis("XLEN", keys[2]))

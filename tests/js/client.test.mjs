@@ -416,6 +416,35 @@ test('the feed scrolls in pages by cursor, likers page with Load more, off-scree
   await ctx.close();
 });
 
+test('the Trending tab ranks posts by likes gained, with a 1h / 24h switch', T, async () => {
+  const dir = tempDir();
+  const users = seed(dir, [], 3);
+  const { base } = await serve(dir, []);
+  const ids = [];
+  for (let i = 0; i < 4; i++) ids.push(await createPost(base, users[0].token));
+  // ids[2]: 3 likes, ids[0]: 2, ids[3]: 1, ids[1]: none (not trending).
+  for (const [post, n] of [[ids[2], 3], [ids[0], 2], [ids[3], 1]]) {
+    for (const u of users.slice(0, n)) await like(base, u.token, post);
+  }
+  const ctx = await contextFor(base, users[0]);
+  const page = await openPage(ctx, `${base}/#/`);
+  await page.getByRole('link', { name: 'Trending', exact: true }).click();
+  const cards = page.locator('article.card');
+  const shown = () => cards.evaluateAll((els) => els.map((e) => Number(e.dataset.postId)));
+  await eventually(async () => assert.deepEqual(await shown(), [ids[2], ids[0], ids[3]]));
+  assert.deepEqual(await page.locator('article.card .score').allInnerTexts(), ['+3', '+2', '+1']);
+  assert.equal(await page.getByRole('link', { name: 'Trending', exact: true }).getAttribute('aria-current'), 'page');
+  await expectLike(likeButton(page, ids[2]), true, 3);
+
+  await page.getByRole('link', { name: 'Trending in the last 24 hours' }).click();
+  await eventually(async () => assert.equal(new URL(page.url()).hash, '#/trending/24h'));
+  await eventually(async () => assert.equal(
+    await page.getByRole('link', { name: 'Trending in the last 24 hours' }).getAttribute('aria-current'), 'page'));
+  await eventually(async () => assert.deepEqual(await shown(), [ids[2], ids[0], ids[3]]));
+  assert.deepEqual(page.errors, []);
+  await ctx.close();
+});
+
 test('errors: non-image and oversized files, a rejected like, an invalid stored token', T, async () => {
   const { base, users } = main;
   const acct = users[8];

@@ -47,6 +47,9 @@ pub struct Settings {
     pub live_max_updates_per_sec: u32,
     /// Messages buffered per Socket.io connection before pushes are dropped.
     pub live_socket_buffer: usize,
+    /// How long a node serves a computed trending ranking before it
+    /// computes it again (0: every request computes).
+    pub trending_cache_ms: u64,
     /// Redis of the production backend; with `database_url`, selects it.
     /// Without both, the embedded backend runs. `redis+cluster://h:p,h:p`
     /// names a Redis Cluster by some of its nodes.
@@ -134,6 +137,7 @@ impl Default for Settings {
             likes: LikesSettings::default(),
             live_max_updates_per_sec: 10,
             live_socket_buffer: 64,
+            trending_cache_ms: 1000,
             redis_url: None,
             database_url: None,
             production: ProductionSettings::default(),

@@ -7,11 +7,41 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use tally_store::LikerCursor;
 use tally_store::domain::PostId;
+use tally_store::{LikerCursor, TrendWindow};
 
 const POSTS: &str = "p";
 const LIKERS: &str = "l";
+const TRENDING: &str = "t";
+
+/// A position in a trending ranking: after the post with this score and
+/// id (the ranking is ordered by score, then id), in this window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrendCursor {
+    pub window: TrendWindow,
+    pub score: i64,
+    pub post: PostId,
+}
+
+pub fn encode_trend(c: TrendCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{TRENDING}:{}:{}:{}",
+        c.window.as_str(),
+        c.score,
+        c.post
+    ))
+}
+
+pub fn decode_trend(raw: &str) -> Option<TrendCursor> {
+    let text = decode(raw)?;
+    let mut parts = text.strip_prefix(TRENDING)?.strip_prefix(':')?.split(':');
+    let cursor = TrendCursor {
+        window: parts.next()?.parse().ok()?,
+        score: parts.next()?.parse().ok()?,
+        post: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(cursor)
+}
 
 pub fn encode_post(before: PostId) -> String {
     URL_SAFE_NO_PAD.encode(format!("{POSTS}:{before}"))
@@ -56,6 +86,14 @@ mod tests {
             user_id: 7,
         };
         assert_eq!(decode_liker(&encode_liker(c)), Some(c));
+        let t = TrendCursor {
+            window: TrendWindow::Day,
+            score: 12,
+            post: 99,
+        };
+        assert_eq!(decode_trend(&encode_trend(t)), Some(t));
+        assert_eq!(decode_post(&encode_trend(t)), None);
+        assert_eq!(decode_trend(&encode_post(1)), None);
     }
 
     #[test]

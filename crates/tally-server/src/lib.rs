@@ -19,4 +19,5 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod trending;
 pub mod web;

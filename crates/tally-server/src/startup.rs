@@ -30,6 +30,7 @@ use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
 use crate::routes;
 use crate::state::{AppState, Shared};
+use crate::trending::TrendingCache;
 
 /// How long each shutdown stage may take (see [`tally_store::tasks`]).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -201,6 +202,7 @@ impl Application {
             ),
             dummy_hash: password::dummy_hash().await?,
             draining: AtomicBool::new(false),
+            trending: TrendingCache::new(Duration::from_millis(settings.trending_cache_ms)),
             settings,
         });
         let router = routes::router(state.clone());

@@ -15,6 +15,7 @@ use crate::live::LiveHub;
 use crate::load_panel::LoadPanel;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
+use crate::trending::TrendingCache;
 
 /// What handlers share; cheap to clone.
 #[derive(Clone)]
@@ -63,4 +64,6 @@ pub struct Shared {
     /// balancers stop routing here while the node still serves for
     /// `drain_grace_ms`. An atomic: read per health check, written once.
     pub draining: AtomicBool,
+    /// Trending rankings, computed at most once per window per second.
+    pub trending: TrendingCache,
 }

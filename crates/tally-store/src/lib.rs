@@ -19,9 +19,11 @@ pub mod domain;
 pub mod embedded;
 pub mod production;
 pub mod tasks;
+pub mod trending;
 
 pub use changes::{Change, ChangeFeed, ChangeListener};
 pub use tasks::{CancelOnDrop, Stage, Tasks};
+pub use trending::{Trend, TrendWindow};
 
 use async_trait::async_trait;
 
@@ -205,6 +207,10 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn post(&self, id: PostId) -> Result<Option<PostRecord>, StoreError>;
 
+    /// The posts of `ids` that exist, in any order (unknown ids are left
+    /// out): one query for a page of trending posts.
+    async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<PostRecord>, StoreError>;
+
     /// Newest first, strictly older than `before` when given.
     async fn posts_page(
         &self,
@@ -257,6 +263,11 @@ pub trait Likes: Send + Sync + 'static {
         posts: &[PostId],
         viewer: Option<UserId>,
     ) -> Result<Vec<LikeState>, StoreError>;
+
+    /// The posts that gained the most likes in `window` (likes minus
+    /// unlikes, see [`trending`]), best first, at most `limit`, scores > 0
+    /// only. Computed afresh on every call: callers cache it.
+    async fn trending(&self, window: TrendWindow, limit: usize) -> Result<Vec<Trend>, StoreError>;
 
     /// Health of the like path, for `/readyz`.
     async fn health(&self) -> Health;

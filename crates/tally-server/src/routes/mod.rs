@@ -7,6 +7,7 @@ mod health;
 mod likes;
 mod load_panel;
 mod posts;
+mod trending;
 mod users;
 pub mod views;
 
@@ -72,6 +73,7 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(users::router())
         .merge(posts::router(max_upload_bytes))
+        .merge(trending::router())
         .merge(likes::router())
         .merge(health::router())
         .merge(load_panel::router())

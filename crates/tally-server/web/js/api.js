@@ -145,8 +145,8 @@ export async function request(method, path, { body, signal } = {}) {
   }
 }
 
-const page = (path, cursor, limit) => {
-  const q = new URLSearchParams({ limit: String(limit) });
+const page = (path, cursor, limit, extra = {}) => {
+  const q = new URLSearchParams({ ...extra, limit: String(limit) });
   if (cursor) q.set('cursor', cursor);
   return `${path}?${q}`;
 };
@@ -156,6 +156,8 @@ export const api = {
   signIn: (username, password) => request('POST', '/v1/sessions', { body: { username, password } }),
   me: (opts) => request('GET', '/v1/me', opts),
   posts: (cursor, opts) => request('GET', page('/v1/posts', cursor, 20), opts),
+  /** `window`: '1h' or '24h'. Items are posts with a `score` (likes gained in the window). */
+  trending: (window, cursor, opts) => request('GET', page('/v1/posts/trending', cursor, 20, { window }), opts),
   post: (id, opts) => request('GET', `/v1/posts/${id}`, opts),
   like: (id, on) => request(on ? 'PUT' : 'DELETE', `/v1/posts/${id}/like`),
   likers: (id, cursor, opts) => request('GET', page(`/v1/posts/${id}/likers`, cursor, 20), opts),

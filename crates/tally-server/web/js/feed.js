@@ -1,7 +1,9 @@
 // The feed: newest posts first as image cards, more pages fetched by cursor
 // when a sentinel below the last card comes near the viewport. Cards that
 // are on screen are watched on the live socket; cards that scroll away (and
-// all of them when the view goes) are unwatched.
+// all of them when the view goes) are unwatched. The Trending tab is the
+// same list over another endpoint, with a 1h / 24h switch and each card's
+// score.
 
 import { api, describe } from './api.js';
 import { h, heading, timeAgo, toast } from './dom.js';
@@ -21,11 +23,12 @@ export function altText(post) {
  */
 const EAGER_CARDS = 2;
 
-function card(post, signal, eager = false) {
+function card(post, signal, eager = false, badge = null) {
   const href = `#/post/${post.id}`;
   return h('article', { class: 'card', dataset: { postId: post.id }, 'aria-label': `Post by ${post.author.username}` },
     h('header', { class: 'card-head' },
       h('span', { class: 'author', text: post.author.username }),
+      badge,
       timeAgo(post.createdAt)),
     h('a', { class: 'card-media', href, 'aria-label': `Open post by ${post.author.username}` },
       // `loading` before `src`: an image starts fetching as soon as it has
@@ -46,10 +49,42 @@ function card(post, signal, eager = false) {
 }
 
 export function feedView(main, signal) {
+  main.append(heading('Latest posts', 'visually-hidden'));
+  postList(main, signal, {
+    fetchPage: (cursor) => api.posts(cursor, { signal }),
+    empty: 'No posts yet. Be the first to upload one!',
+  });
+}
+
+const WINDOWS = { '1h': 'last hour', '24h': 'last 24 hours' };
+
+/** Trending: posts ranked by likes gained in the window ('1h' or '24h'). */
+export function trendingView(main, signal, window = '1h') {
+  main.append(
+    heading('Trending'),
+    h('nav', { class: 'switch', 'aria-label': 'Trending window' },
+      ...Object.entries(WINDOWS).map(([w, label]) => h('a', {
+        href: w === '1h' ? '#/trending' : `#/trending/${w}`,
+        'aria-current': w === window ? 'page' : null,
+        'aria-label': `Trending in the ${label}`,
+        text: w,
+      }))));
+  postList(main, signal, {
+    fetchPage: (cursor) => api.trending(window, cursor, { signal }),
+    empty: `No likes in the ${WINDOWS[window]} yet.`,
+    badge: (post) => h('span', { class: 'score', text: `+${post.score}`, title: `${post.score} likes gained in the ${WINDOWS[window]}` }),
+  });
+}
+
+/**
+ * Cards of a paginated list of posts, appended to `main`: `fetchPage(cursor)`
+ * returns `{items, nextCursor}`; `badge(post)` adds a note to a card's head.
+ */
+function postList(main, signal, { fetchPage, empty, badge = () => null }) {
   const list = h('div', { class: 'feed', role: 'feed', 'aria-busy': 'true' });
   const status = h('p', { class: 'feed-status', role: 'status' });
   const sentinel = h('div', { class: 'sentinel', 'aria-hidden': 'true' });
-  main.append(heading('Latest posts', 'visually-hidden'), list, status, sentinel);
+  main.append(list, status, sentinel);
 
   const seen = new Set();
   const watched = new Set();
@@ -88,18 +123,18 @@ export function feedView(main, signal) {
     list.setAttribute('aria-busy', 'true');
     status.textContent = 'Loading…';
     try {
-      const page = await api.posts(cursor, { signal });
+      const page = await fetchPage(cursor);
       if (signal.aborted) return;
       for (const post of page.items) {
         if (seen.has(post.id)) continue;
         seen.add(post.id);
-        const el = card(post, signal, seen.size <= EAGER_CARDS);
+        const el = card(post, signal, seen.size <= EAGER_CARDS, badge(post));
         list.append(el);
         visible.observe(el);
       }
       cursor = page.nextCursor;
       done = !cursor;
-      status.textContent = done ? (seen.size ? 'You’re all caught up.' : 'No posts yet. Be the first to upload one!') : '';
+      status.textContent = done ? (seen.size ? 'You’re all caught up.' : empty) : '';
     } catch (err) {
       if (signal.aborted) return;
       status.replaceChildren(describe(err), ' ',

@@ -1,6 +1,7 @@
 // The shell: checks the stored token with /v1/me, keeps the header (who is
 // signed in, live indicator, Load tab) in step with the session, and routes
-// hash URLs (#/, #/post/12, #/upload, #/signin, #/signup, #/load) to views.
+// hash URLs (#/, #/trending, #/trending/24h, #/post/12, #/upload, #/signin,
+// #/signup, #/load) to views.
 // Each view gets a fresh <main> body and an AbortSignal that fires when the
 // route changes, so it can cancel fetches and unwatch its live posts.
 
@@ -8,7 +9,7 @@ import { api, session, setSession, onSession, onUnauthorized, ApiError } from '.
 import * as live from './live.js';
 import { reset as resetLikes } from './like.js';
 import { h, toast } from './dom.js';
-import { feedView } from './feed.js';
+import { feedView, trendingView } from './feed.js';
 import { postView } from './post.js';
 import { uploadView } from './upload.js';
 import { signInView, signUpView } from './auth.js';
@@ -33,6 +34,7 @@ function go(hash, message = null) {
 // name: the view (main's data-view, for layout); tab: the nav entry it belongs to.
 const routes = [
   { re: /^#\/?$/, name: 'feed', tab: 'feed', title: 'Feed', view: (signal) => feedView(main, signal) },
+  { re: /^#\/trending(?:\/(1h|24h))?$/, name: 'trending', tab: 'trending', title: 'Trending', view: (signal, w) => trendingView(main, signal, w || '1h') },
   { re: /^#\/post\/(\d+)$/, name: 'post', tab: 'feed', title: 'Post', view: (signal, id) => postView(main, signal, Number(id)) },
   { re: /^#\/upload$/, name: 'upload', tab: 'upload', title: 'New post', view: (signal) => uploadView(main, signal, go) },
   {

@@ -153,6 +153,24 @@ impl Catalog for SqliteCatalog {
         Ok(row.as_ref().map(post_from_row).transpose()?)
     }
 
+    async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<PostRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // SQLite has no arrays: the ids go in as one JSON array.
+        let list = format!(
+            "[{}]",
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        );
+        let rows = sqlx::query(post_select!(
+            "WHERE p.id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(post_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn posts_page(
         &self,
         before: Option<PostId>,

@@ -24,7 +24,8 @@ use tokio::sync::{OnceCell, mpsc, watch};
 use super::writer::{Row, Writer};
 use crate::domain::{PostId, UserId};
 use crate::now_ms;
-use crate::{Change, ChangeFeed, Stage, Tasks};
+use crate::trending::Buckets;
+use crate::{Change, ChangeFeed, Stage, Tasks, Trend, TrendWindow};
 use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
 
 /// Tuning of the embedded like path.
@@ -82,6 +83,10 @@ pub struct EmbeddedLikes {
     /// Where durable changes are announced (live counts listen).
     changes: ChangeFeed,
     config: LikesConfig,
+    /// Likes gained per minute and per hour, for trending. A std mutex:
+    /// held for a map update per change (no await inside), taken after the
+    /// post's lock, never before it.
+    trends: Mutex<Buckets>,
 }
 
 impl EmbeddedLikes {
@@ -106,6 +111,7 @@ impl EmbeddedLikes {
             writer_error,
             changes,
             config,
+            trends: Mutex::new(Buckets::default()),
         })
     }
 
@@ -229,6 +235,12 @@ impl Likes for EmbeddedLikes {
                     likes.likers.remove(&user);
                 }
                 likes.last_seq = seq;
+                // Counted when decided, like the count itself.
+                self.trends.lock().map_err(|_| poisoned())?.record(
+                    post,
+                    if now { 1 } else { -1 },
+                    now_ms(),
+                );
             }
             let outcome = LikeOutcome {
                 liked: now,
@@ -278,6 +290,14 @@ impl Likes for EmbeddedLikes {
             out.push(state);
         }
         Ok(out)
+    }
+
+    async fn trending(&self, window: TrendWindow, limit: usize) -> Result<Vec<Trend>, StoreError> {
+        Ok(self
+            .trends
+            .lock()
+            .map_err(|_| poisoned())?
+            .top(window, now_ms(), limit))
     }
 
     async fn health(&self) -> Health {

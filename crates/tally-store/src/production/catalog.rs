@@ -175,6 +175,18 @@ impl Catalog for PgCatalog {
         Ok(row.as_ref().map(post_from_row).transpose()?)
     }
 
+    async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<PostRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Like feed pages, from the read pool (may trail the primary).
+        let rows = sqlx::query(post_select!("WHERE p.id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(post_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn posts_page(
         &self,
         before: Option<PostId>,

@@ -15,10 +15,15 @@
 //! {prefix}:{p17}:fence          written before a replicated-durability WAIT
 //! {prefix}:{p17}:live           the partition's sharded Pub/Sub channel (cluster)
 //! {prefix}:{p17}:req:{id}       a toggle's answer, kept for replays
+//! {prefix}:{p17}:trend:m:{min}  likes gained per post in a Unix minute (sorted set)
+//! {prefix}:{p17}:trend:h:{hour} likes gained per post in a Unix hour (sorted set)
+//! {prefix}:{p17}:trend:m:sum:{min}  the hour's minute buckets before {min} - 1, summed
+//! {prefix}:{p17}:trend:h:sum:{hour} the day's hour buckets before {hour} - 1, summed
 //! {prefix}:live                 the Pub/Sub channel (one Redis)
 //! ```
 
 use crate::domain::PostId;
+use crate::trending::Granularity;
 
 /// The consumer group of the write-behind.
 pub const GROUP: &str = "tally-sync";
@@ -74,6 +79,27 @@ impl Keys {
     /// Where a toggle keeps its answer for replays of the same request.
     pub fn reply(&self, post: PostId, request: u64) -> String {
         format!("{}:req:{request:x}", self.tag(self.partition(post)))
+    }
+
+    /// A trending bucket of the partition: post → likes gained in Unix
+    /// minute or hour `bucket` (see [`crate::trending`]).
+    pub fn trend(&self, partition: u32, granularity: Granularity, bucket: i64) -> String {
+        format!(
+            "{}:trend:{}:{bucket}",
+            self.tag(partition),
+            granularity.tag()
+        )
+    }
+
+    /// The sum of the buckets a window reads during `bucket`, but for the
+    /// current and the previous one: stored by the first read of that
+    /// period (see `scripts::TREND_TOP`).
+    pub fn trend_sum(&self, partition: u32, granularity: Granularity, bucket: i64) -> String {
+        format!(
+            "{}:trend:{}:sum:{bucket}",
+            self.tag(partition),
+            granularity.tag()
+        )
     }
 
     pub fn stream(&self, partition: u32) -> String {
@@ -135,5 +161,11 @@ mod tests {
         assert_eq!(k.likers(130), "t:{p2}:post:130:u");
         assert_eq!(k.stream(2), "t:{p2}:events");
         assert_eq!(k.seq(2), "t:{p2}:seq");
+        assert_eq!(k.trend(2, Granularity::Minute, 7), "t:{p2}:trend:m:7");
+        assert_eq!(k.trend(2, Granularity::Hour, 9), "t:{p2}:trend:h:9");
+        assert_eq!(
+            k.trend_sum(2, Granularity::Minute, 7),
+            "t:{p2}:trend:m:sum:7"
+        );
     }
 }

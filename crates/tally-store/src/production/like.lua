@@ -1,18 +1,18 @@
 -- The like script: see scripts.rs for its contract. Loaded by the
 -- service (include_str!) and by bench/redis_ceiling.py.
-if KEYS[5] then
+if KEYS[7] then
   -- A toggle carries a request id: a replay (a cluster client re-sends a
   -- script after a dropped connection) answers what the first run did
   -- instead of flipping the like back.
-  local prior = redis.call('GET', KEYS[5])
+  local prior = redis.call('GET', KEYS[7])
   if prior then
     local s, c, l, v = string.match(prior, '(-?%d+) (-?%d+) (-?%d+) (-?%d+)')
     return {tonumber(s), tonumber(c), tonumber(l), tonumber(v)}
   end
 end
 local function answer(status, count, liked, version)
-  if KEYS[5] then
-    redis.call('SET', KEYS[5], string.format('%d %d %d %d', status, count, liked, version), 'PX', 60000)
+  if KEYS[7] then
+    redis.call('SET', KEYS[7], string.format('%d %d %d %d', status, count, liked, version), 'PX', 60000)
   end
   return {status, count, liked, version}
 end
@@ -35,6 +35,20 @@ if want == 1 then
 else
   redis.call('SREM', KEYS[2], ARGV[1])
   count = redis.call('DECR', KEYS[1])
+end
+-- Trending: the post gained (or lost) a like in this minute and this hour
+-- (KEYS[5], KEYS[6]; ARGV[7], ARGV[8]: their TTLs in ms). A bucket that
+-- nets to zero forgets the post. The TTL is (re)armed when the post is new
+-- in the bucket: a bucket is always created by such a change, so every
+-- bucket has one, and a hot post's likes skip the extra call.
+local delta = want == 1 and 1 or -1
+for i = 5, 6 do
+  local score = tonumber(redis.call('ZINCRBY', KEYS[i], delta, ARGV[3]))
+  if score == 0 then
+    redis.call('ZREM', KEYS[i], ARGV[3])
+  elseif score == delta then
+    redis.call('PEXPIRE', KEYS[i], ARGV[i + 2])
+  end
 end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])

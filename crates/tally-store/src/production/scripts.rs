@@ -7,11 +7,14 @@ use redis::Script;
 
 /// One like operation: dedup, count, version and outbox in one step.
 ///
-/// KEYS: count, likers, stream, seq, and for a toggle its reply key (see
-/// [`super::Keys::reply`]). ARGV: user, op (like|unlike|toggle), post,
-/// now_ms, live channel, `1` if that channel is sharded (a cluster). A
-/// change is published there as `"{post} {count} {version}"`, for live
-/// counts on every node.
+/// KEYS: count, likers, stream, seq, the partition's trending buckets of
+/// the current minute and hour (see [`super::Keys::trend`]), and for a
+/// toggle its reply key (see [`super::Keys::reply`]). ARGV: user, op
+/// (like|unlike|toggle), post, now_ms, live channel, `1` if that channel is
+/// sharded (a cluster), the minute and hour buckets' TTLs in ms. A change is
+/// published there as `"{post} {count} {version}"`, for live counts on
+/// every node, and adds ±1 to the post in both trending buckets (a bucket
+/// that nets to 0 drops the post).
 /// Returns `{status, count, liked, version}`: status -1 = the post is not
 /// loaded (load it from PostgreSQL and retry), 0 = nothing changed, 1 =
 /// changed (and the event is in the stream).
@@ -104,6 +107,54 @@ pub async fn install_likers(
     Ok(installed == 1)
 }
 
+/// A partition's trending list: the best ARGV[1] posts with a score > 0,
+/// as a flat `[post, score, post, score, …]`, best first.
+///
+/// KEYS: the stored sum for the current bucket period (see
+/// [`super::Keys::trend_sum`]), the current bucket, the previous bucket,
+/// then the older buckets of the window (58 minutes or 22 hours). ARGV:
+/// limit, the sum's TTL in ms.
+///
+/// Summing 60 buckets on every read costs Redis a 60-way merge per
+/// partition per node per second. The older buckets no longer change, so
+/// the first read of a bucket period stores their sum (`ZUNIONSTORE`, kept
+/// for that period) and every read adds the current and previous buckets
+/// to it (`ZUNION` of three keys, Redis ≥ 7.0). The previous bucket stays
+/// out of the stored sum so that a like stamped just before a boundary and
+/// landing just after it (a script in flight, a node clock a moment
+/// behind) still counts. Ties at the cut are broken by Redis's member
+/// order, not the ranking's (lower id first): only the last places of a
+/// full list can differ.
+pub static TREND_TOP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local args = {'ZUNIONSTORE', KEYS[1], #KEYS - 3}
+  for i = 4, #KEYS do args[#args + 1] = KEYS[i] end
+  redis.call(unpack(args))
+  -- An empty sum stores nothing: a marker (score 0, never ranked) keeps
+  -- the next read from summing again.
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('ZADD', KEYS[1], 0, '')
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+-- Ascending by score: walk from the end.
+local all = redis.call('ZUNION', 3, KEYS[1], KEYS[2], KEYS[3], 'WITHSCORES')
+local limit = tonumber(ARGV[1])
+local out = {}
+local i = #all - 1
+while i >= 1 and #out < 2 * limit do
+  if tonumber(all[i + 1]) <= 0 then break end
+  out[#out + 1] = all[i]
+  out[#out + 1] = all[i + 1]
+  i = i - 2
+end
+return out
+",
+    )
+});
+
 /// Raises a watermark, never lowers it. KEYS: key. ARGV: value.
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -148,7 +199,7 @@ return 1
 /// on `NOSCRIPT` by themselves, but pipelined ones do not: call this at
 /// start and whenever a pipeline reports `NOSCRIPT` (after a Redis restart).
 pub async fn load_all(redis: &mut super::RedisConn) -> redis::RedisResult<()> {
-    for script in [&*LIKE, &*INSTALL, &*RAISE, &*LEASE, &*RELEASE] {
+    for script in [&*LIKE, &*INSTALL, &*RAISE, &*LEASE, &*RELEASE, &*TREND_TOP] {
         script.load_async(redis).await?;
     }
     Ok(())

@@ -18,6 +18,7 @@ mod loadgen;
 mod operations;
 mod posts;
 mod production;
+mod trending;
 mod users;
 mod web;
 

@@ -33,6 +33,7 @@ async fn operational_endpoints(backend: Backend) {
         "/v1/users",
         "/v1/sessions",
         "/v1/posts",
+        "/v1/posts/trending",
         "/v1/posts/{id}",
         "/v1/posts/{id}/like",
         "/v1/posts/{id}/like/toggle",

@@ -29,6 +29,7 @@ use super::scripts;
 use super::sync;
 use crate::domain::{PostId, UserId};
 use crate::now_ms;
+use crate::trending::{self, Granularity, Trend, TrendWindow};
 use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
 
 /// The Redis + PostgreSQL implementation of [`Likes`].
@@ -176,6 +177,16 @@ impl RedisLikes {
             .key(self.keys.likers(post))
             .key(self.keys.stream(partition))
             .key(self.keys.seq(partition));
+        // The trending buckets are named by this node's clock: a script's
+        // keys must be named before it runs, so it cannot name them from
+        // its own `TIME` (docs/ARCHITECTURE.md, decisions).
+        let now = now_ms();
+        for granularity in [Granularity::Minute, Granularity::Hour] {
+            script.key(
+                self.keys
+                    .trend(partition, granularity, granularity.bucket(now)),
+            );
+        }
         if op == LikeOp::Toggle {
             script.key(self.keys.reply(post, request));
         }
@@ -188,9 +199,11 @@ impl RedisLikes {
             .arg(user)
             .arg(op.as_str())
             .arg(post)
-            .arg(now_ms())
+            .arg(now)
             .arg(channel)
             .arg(if self.cluster { "1" } else { "0" })
+            .arg(trending::MINUTE_BUCKET_TTL_MS)
+            .arg(trending::HOUR_BUCKET_TTL_MS)
             .invoke_async(redis)
             .await?;
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
@@ -204,6 +217,55 @@ impl RedisLikes {
             version: if status == 1 { version } else { 0 },
         };
         Ok(Some((outcome, version)))
+    }
+
+    /// Every partition's top `limit` for `window`, one script per
+    /// partition (its buckets, and the stored sum of the closed ones, are
+    /// in its slot) sent together through
+    /// [`Spread`], merged into the global top `limit`: a post lives in one
+    /// partition, so the best of the partitions' best are the best.
+    async fn trending_redis(
+        &self,
+        window: TrendWindow,
+        limit: usize,
+        redis: &mut RedisConn,
+    ) -> Result<Vec<Trend>, redis::RedisError> {
+        let started = Instant::now();
+        let buckets = window.bucket_range(now_ms());
+        let granularity = window.granularity();
+        let current = *buckets.end();
+        // The sum of the older buckets serves the current bucket's period
+        // (plus a margin for clocks), see scripts::TREND_TOP.
+        let sum_ttl_ms = granularity.millis() + trending::MINUTE_MS;
+        let mut reads = Spread::new();
+        for partition in 0..self.keys.partitions() {
+            let mut script = scripts::TREND_TOP.prepare_invoke();
+            script
+                .key(self.keys.trend_sum(partition, granularity, current))
+                .key(self.keys.trend(partition, granularity, current))
+                .key(self.keys.trend(partition, granularity, current - 1));
+            for bucket in buckets.clone().filter(|b| *b < current - 1) {
+                script.key(self.keys.trend(partition, granularity, bucket));
+            }
+            script.arg(limit).arg(sum_ttl_ms);
+            reads.script(partition, &script);
+        }
+        // Each reply is flat: post, score, post, score…
+        let replies: Vec<Vec<String>> = reads.query_as(redis).await?;
+        let mut trends = Vec::new();
+        for pair in replies.iter().flat_map(|r| r.chunks_exact(2)) {
+            let (post, score) = (&pair[0], &pair[1]);
+            // Scores are integers, formatted by Redis as doubles.
+            if let (Ok(post), Ok(score)) = (post.parse::<PostId>(), score.parse::<f64>()) {
+                trends.push(Trend {
+                    post,
+                    score: score.round() as i64,
+                });
+            }
+        }
+        metrics::histogram!("tally_trending_compute_seconds", "window" => window.as_str())
+            .record(started.elapsed().as_secs_f64());
+        Ok(trending::rank(trends, limit))
     }
 
     /// Strict mode: waits until the write-behind committed `version` of the
@@ -390,6 +452,26 @@ impl Likes for RedisLikes {
         Err(StoreError::Internal(anyhow::anyhow!(
             "unreachable: states loop"
         )))
+    }
+
+    async fn trending(&self, window: TrendWindow, limit: usize) -> Result<Vec<Trend>, StoreError> {
+        if self.is_redis_down() {
+            return Err(StoreError::Unavailable(
+                "trending needs Redis, which is unreachable".into(),
+            ));
+        }
+        let mut redis = self.redis.clone();
+        match self.trending_redis(window, limit, &mut redis).await {
+            // After a Redis restart the pipelined EVALSHA finds no script.
+            Err(err) if scripts::is_noscript(&err) => {
+                scripts::load_all(&mut redis)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                self.trending_redis(window, limit, &mut redis).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.redis_error(e))
     }
 
     async fn health(&self) -> Health {
