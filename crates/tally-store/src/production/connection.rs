@@ -10,9 +10,11 @@
 //!   single Redis, one pipeline per partition (each partition is one slot,
 //!   by its hash tag) sent together on a cluster.
 //! - "Is Redis there?" ([`RedisConn::ping`]): one server, or any master of
-//!   the cluster (asked through keys, like the data). A cluster that loses one master for the seconds of its
-//!   failover is not down; the requests on that master's slots answer 503
-//!   until its replica takes over.
+//!   the cluster (asked through keys, like the data). A cluster that loses
+//!   one master for the seconds of its failover is not down; the requests
+//!   on that master's slots answer 503 until its replica takes over.
+//! - A cluster client that stops answering can be replaced for every clone
+//!   at once ([`RedisConn::renew`]).
 //!
 //! A cluster is named by `redis+cluster://host:port,host:port` (any of its
 //! nodes; the client discovers the rest).
@@ -24,7 +26,6 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
 
 use crate::StoreError;
@@ -228,23 +229,6 @@ impl RedisConn {
             Err(_) => Err(redis::RedisError::from(std::io::Error::from(
                 std::io::ErrorKind::TimedOut,
             ))),
-        }
-    }
-
-    /// Runs `cmd` on one random master (a command without a key, such as
-    /// `TIME`, would otherwise go to every master on a cluster).
-    pub async fn on_any_master(&mut self, cmd: Cmd) -> RedisResult<Value> {
-        match self {
-            Self::Single(conn) => cmd.query_async(conn).await,
-            Self::Cluster(cluster) => {
-                cluster
-                    .current()
-                    .route_command(
-                        cmd,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-                    )
-                    .await
-            }
         }
     }
 }

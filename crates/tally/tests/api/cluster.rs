@@ -10,19 +10,17 @@
 //! - A slot moved under load: nothing lost, nothing counted twice.
 //! - Live counts survive both (sharded subscriptions are renewed).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
 use tally_client::LiveSocket;
 use tally_store::production::{Durability, reconcile};
 
 use crate::helpers::{Backend, TestApp};
 use crate::instances::ExtraCluster;
 use crate::nodes::{Ledger, Load};
-use crate::production::{assert_exact, assert_post_consistent, connect};
+use crate::production::{assert_exact, assert_post_consistent, drained_likes};
 
 /// An app on `cluster` with `durability`, some users and posts spread over
 /// the partitions (so over the three masters).
@@ -102,6 +100,18 @@ impl Probe {
     }
 }
 
+/// Likes and unlikes from the first 50 users on every post, all through
+/// `app`, going on after failures (their outcomes are then unknown).
+fn start_load(app: &TestApp, users: &[(i64, String)], posts: &[i64]) -> Load {
+    Load::start(
+        &app.client,
+        vec![app.base.clone()],
+        &users[..50],
+        posts,
+        true,
+    )
+}
+
 /// Likes and unlikes `post` in turn until `watcher` sees the count of an
 /// answer: the node's sharded subscription for the post's partition works
 /// again. Pub/Sub is at-most-once, so a change published before the node
@@ -159,13 +169,7 @@ async fn failover_under_load(durability: Durability) -> (TestApp, Vec<i64>, Ledg
     watcher.subscribe(&[victim_post]).await.expect("subscribe");
 
     let probe = Probe::start(&app, &users[59], victim_post);
-    let load = Load::start(
-        &app.client,
-        vec![app.base.clone()],
-        &users[..50],
-        &posts,
-        true,
-    );
+    let load = start_load(&app, &users, &posts);
     load.wait_answers(300).await;
     let killed_at = Instant::now();
     cluster.kill(victim.port);
@@ -225,20 +229,7 @@ async fn strict_mode_loses_nothing_when_a_master_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fast_mode_failover_is_measured_and_reconciled() {
     let (app, posts, ledger, _cluster) = failover_under_load(Durability::Fast).await;
-    let mut p = connect(&app.settings).await;
-    assert!(
-        tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
-            .await
-            .expect("backlog"),
-        "write-behind did not drain"
-    );
-    let liked: HashSet<(i64, i64)> = sqlx::query("SELECT user_id, post_id FROM likes WHERE liked")
-        .fetch_all(&p.pg)
-        .await
-        .expect("likes")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let (mut p, liked) = drained_likes(&app.settings).await;
     let lost = ledger
         .iter()
         .filter(|(pair, seen)| !seen.allows(liked.contains(pair)))
@@ -285,13 +276,7 @@ async fn a_slot_moved_under_load_loses_and_doubles_nothing() {
 
     let mut watcher = LiveSocket::connect(&app.base).await.expect("live socket");
     watcher.subscribe(&[moved_post]).await.expect("subscribe");
-    let load = Load::start(
-        &app.client,
-        vec![app.base.clone()],
-        &users[..50],
-        &posts,
-        true,
-    );
+    let load = start_load(&app, &users, &posts);
     load.wait_answers(300).await;
     tokio::task::block_in_place(|| cluster.migrate_slot(slot, &to, Duration::from_millis(30)));
     assert_eq!(cluster.master_of(slot).id, to.id, "the slot moved");

@@ -40,20 +40,7 @@ pub(crate) async fn connect(s: &Settings) -> Production {
 /// rows allow every answer of the ledger, each post's count equals its
 /// rows, and Redis's count and likers (where loaded) equal them too.
 pub(crate) async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
-    let mut p = connect(s).await;
-    assert!(
-        tally_store::production::sync::drain(&mut p.redis, &p.keys, Duration::from_secs(60))
-            .await
-            .expect("backlog"),
-        "write-behind did not drain"
-    );
-    let liked: HashSet<(i64, i64)> = sqlx::query("SELECT user_id, post_id FROM likes WHERE liked")
-        .fetch_all(&p.pg)
-        .await
-        .expect("likes")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let (mut p, liked) = drained_likes(s).await;
     let mut checked = 0;
     for (&pair, seen) in ledger {
         assert!(
@@ -78,6 +65,27 @@ pub(crate) async fn assert_exact(s: &Settings, ledger: &Ledger, posts: &[i64]) {
     for &post in posts {
         assert_post_consistent(&mut p, post).await;
     }
+}
+
+/// Waits for the write-behind, then reads every (user, post) PostgreSQL
+/// holds as liked.
+pub(crate) async fn drained_likes(s: &Settings) -> (Production, HashSet<(i64, i64)>) {
+    let p = connect(s).await;
+    let mut redis = p.redis.clone();
+    assert!(
+        tally_store::production::sync::drain(&mut redis, &p.keys, Duration::from_secs(60))
+            .await
+            .expect("backlog"),
+        "write-behind did not drain"
+    );
+    let liked = sqlx::query("SELECT user_id, post_id FROM likes WHERE liked")
+        .fetch_all(&p.pg)
+        .await
+        .expect("likes")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    (p, liked)
 }
 
 /// count == rows in PostgreSQL, and Redis (if loaded) agrees with both.
