@@ -526,7 +526,18 @@ async fn strict_mode_answers_after_the_postgres_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_separate_worker_process_applies_the_backlog() {
-    let app = TestApp::spawn_with(Backend::RedisPg, |s| s.production.sync.in_process = false).await;
+    separate_worker_and_reconcile_commands(Backend::RedisPg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_separate_worker_process_applies_the_backlog_on_a_cluster() {
+    separate_worker_and_reconcile_commands(Backend::ClusterPg).await;
+}
+
+/// `tally worker` applies what an API node without a worker left in the
+/// streams, and `tally reconcile` then finds no drift.
+async fn separate_worker_and_reconcile_commands(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.production.sync.in_process = false).await;
     let users = app.seed_users(30).await;
     let post = app.post(&users[0]).await;
     join_all(users.iter().map(|u| app.like(u, post))).await;
@@ -558,6 +569,22 @@ async fn a_separate_worker_process_applies_the_backlog() {
     assert_eq!((status.backlog, status.lag_ms), (0, 0.0));
     assert_post_consistent(&mut p, post).await;
     assert_eq!(app.all_likers(post).await.len(), 30);
+
+    let reconcile = std::process::Command::new(crate::nodes::BIN)
+        .arg("reconcile")
+        .args(crate::nodes::backend_args(&app.settings))
+        .env(
+            "TALLY_PARTITIONS",
+            app.settings.production.partitions.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tally reconcile");
+    let report = String::from_utf8_lossy(&reconcile.stdout);
+    assert!(reconcile.status.success(), "tally reconcile: {report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("a JSON report");
+    assert_eq!(report["posts_checked"], 1, "{report}");
+    assert_eq!(report["redis_likers_drift"], 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
