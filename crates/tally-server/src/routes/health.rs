@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -40,11 +40,25 @@ async fn healthz() -> axum::Json<Health> {
     })
 }
 
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct ReadyQuery {
+    /// `node`: for load balancers. 503 only for what is wrong with this
+    /// node (draining, or its own embedded store down); a shared store
+    /// (Redis, PostgreSQL) that fails shows as `degraded` with 200, since
+    /// it fails every node alike and taking them all out of rotation would
+    /// turn a partial outage (likes still answered through Redis, say)
+    /// into a total one.
+    scope: Option<String>,
+}
+
 /// Readiness: the stores answer and likes are being made durable, and the
 /// node is not shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", params(ReadyQuery),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+async fn readyz(
+    State(state): State<AppState>,
+    Query(query): Query<ReadyQuery>,
+) -> (StatusCode, axum::Json<Health>) {
     // Checked first and answered without touching the stores: the node is
     // leaving and a balancer should stop sending it new work, whatever the
     // stores say.
@@ -73,7 +87,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health
     }
     // Degraded but serving stays 200: in a Redis outage every node is
     // degraded, and a load balancer dropping them all would take the
-    // service down instead of letting it run on PostgreSQL.
+    // service down instead of letting it run on PostgreSQL. For the same
+    // reason a balancer's check (`scope=node`) never fails on shared stores.
+    let shared_stores = state.settings.redis_url.is_some();
+    if down && shared_stores && query.scope.as_deref() == Some("node") {
+        down = false;
+    }
     let status = match (down, problems.is_empty()) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (false, false) => (StatusCode::OK, "degraded"),

@@ -306,6 +306,58 @@ impl Spread {
         }
     }
 
+    /// One result per partition, its replies in the order added: on a
+    /// cluster a failing shard fails only its own partitions, so work on
+    /// the others goes on (the write-behind while one master fails over).
+    /// On one Redis everything shares one pipeline and one fate.
+    pub async fn query_each(&self, conn: &mut RedisConn) -> BTreeMap<u32, RedisResult<Vec<Value>>> {
+        let mut out: BTreeMap<u32, RedisResult<Vec<Value>>> = BTreeMap::new();
+        if self.cmds.is_empty() {
+            return out;
+        }
+        match conn {
+            RedisConn::Single(_) => {
+                let all = self.query(conn).await;
+                for (partition, _) in &self.cmds {
+                    out.entry(*partition).or_insert_with(|| Ok(Vec::new()));
+                }
+                match all {
+                    Ok(values) => {
+                        for ((partition, _), value) in self.cmds.iter().zip(values) {
+                            if let Some(Ok(replies)) = out.get_mut(partition) {
+                                replies.push(value);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        for result in out.values_mut() {
+                            *result = Err(err.clone());
+                        }
+                    }
+                }
+                out
+            }
+            RedisConn::Cluster(cluster) => {
+                let cluster = cluster.current();
+                let mut groups: BTreeMap<u32, Pipeline> = BTreeMap::new();
+                for (partition, cmd) in &self.cmds {
+                    groups
+                        .entry(*partition)
+                        .or_default()
+                        .add_command(cmd.clone());
+                }
+                let results =
+                    futures::future::join_all(groups.into_iter().map(|(partition, pipe)| {
+                        let mut conn = cluster.clone();
+                        async move { (partition, pipe.query_async::<Vec<Value>>(&mut conn).await) }
+                    }))
+                    .await;
+                out.extend(results);
+                out
+            }
+        }
+    }
+
     /// The replies, converted as one array (`Vec<i64>`, tuples…).
     pub async fn query_as<T: redis::FromRedisValue>(&self, conn: &mut RedisConn) -> RedisResult<T> {
         Ok(redis::from_redis_value(Value::Array(

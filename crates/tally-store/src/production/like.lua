@@ -12,7 +12,7 @@ if KEYS[7] then
 end
 local function answer(status, count, liked, version)
   if KEYS[7] then
-    redis.call('SET', KEYS[7], string.format('%d %d %d %d', status, count, liked, version), 'PX', 60000)
+    redis.call('SET', KEYS[7], string.format('%d %d %d %d', status, count, liked, version), 'PX', 10000)
   end
   return {status, count, liked, version}
 end

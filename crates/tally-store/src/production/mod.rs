@@ -242,8 +242,11 @@ pub fn start_background(production: &Production, tasks: &Tasks, parts: Backgroun
         let worker = production.worker();
         tasks.spawn(Stage::Persist, "write-behind", move |stop| worker.run(stop));
     }
-    if let Some(likes) = parts.likes {
-        let production = production.clone();
+    // The node's like path is watched for outages; a cluster client is
+    // watched (and renewed when it stalls) also where no likes are served,
+    // as in `tally worker`.
+    if parts.likes.is_some() || production.redis.is_cluster() {
+        let (production, likes) = (production.clone(), parts.likes);
         tasks.spawn(Stage::Serve, "redis watch", move |stop| {
             likes::watch_redis(production, likes, stop)
         });

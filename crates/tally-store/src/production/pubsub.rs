@@ -9,10 +9,12 @@
 //!   on its shard instead of crossing the whole cluster bus. After a
 //!   failover or a slot move, Redis drops the subscription (an unsolicited
 //!   `sunsubscribe`, or the dead master's connection) and the client does
-//!   not reliably subscribe again by itself: [`read_sharded`] does, on that
-//!   message, when the cluster's slot map changes (`CLUSTER SLOTS`, read
-//!   every second), and every half minute for all
-//!   channels whatever happened (a repeated `SSUBSCRIBE` is harmless).
+//!   not reliably subscribe again by itself: [`read_sharded`] does. A
+//!   `sunsubscribe` renews that channel; a dropped node connection renews
+//!   everything on a fresh client (whose slot map is fresh too); and every
+//!   ten seconds every channel is subscribed again whatever happened (a
+//!   master that hangs instead of closing its connections sends nothing;
+//!   a repeated `SSUBSCRIBE` is harmless).
 //!
 //! Messages published while a subscription is missing are lost (Pub/Sub
 //! is at-most-once): clients re-read counts when they resubscribe.
@@ -31,7 +33,7 @@ use super::keys::Keys;
 use crate::{Change, ChangeFeed};
 
 /// How often every sharded channel is subscribed again, whatever happened.
-const RESUBSCRIBE_ALL: Duration = Duration::from_secs(30);
+const RESUBSCRIBE_ALL: Duration = Duration::from_secs(10);
 
 /// Reads the changes of every partition into `changes` until `stop`;
 /// reconnects after errors.

@@ -26,7 +26,8 @@ use redis::Script;
 ///
 /// Retries are replays: like and unlike set a state, so running one twice
 /// changes nothing; a toggle would flip back, so it keeps its answer under
-/// its request id for a minute and a replay returns that answer.
+/// its request id for ten seconds (replays come within one request's
+/// timeout) and a replay returns that answer.
 pub static LIKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("like.lua")));
 
 /// Swaps a post's likers set (built beforehand in a scratch key) and

@@ -267,6 +267,16 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A load balancer's check keeps the node in rotation: PostgreSQL is
+    // down for every node alike, and likes are still answered.
+    let for_balancer = client
+        .get(format!("{}/readyz?scope=node", node.base))
+        .send()
+        .await
+        .expect("readyz for a balancer");
+    assert_eq!(for_balancer.status(), StatusCode::OK);
+    let body: serde_json::Value = for_balancer.json().await.expect("json");
+    assert_eq!(body["status"], "degraded", "{body}");
     let mut p = connect_redis_only(&s).await;
     let backlog = tally_store::production::sync::backlog(&mut p.0, &p.1)
         .await

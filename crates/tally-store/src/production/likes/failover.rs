@@ -131,14 +131,14 @@ async fn renew(production: &Production) {
 /// holds, then returns the node to the fast path.
 pub(in crate::production) async fn watch_redis(
     production: Production,
-    likes: Arc<RedisLikes>,
+    likes: Option<Arc<RedisLikes>>,
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
     let mut redis = production.redis.clone();
     let wait = Duration::from_millis(production.settings.redis_timeout_ms.max(1));
     let probes = production.keys.probes();
     let cluster_down_after = Duration::from_millis(production.settings.cluster_down_after_ms);
-    let mut failed_pings = 0;
+    let mut failed_pings = 0u32;
     let mut failing_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
@@ -146,53 +146,55 @@ pub(in crate::production) async fn watch_redis(
             _ = stop.cancelled() => return Ok(()),
         }
         let ping = redis.ping(wait, &probes).await;
-        if !likes.is_redis_down() {
-            // Requests only switch over on a refused or broken connection;
-            // a Redis that hangs is seen here: two pings in a row without
-            // an answer (each waits `redis_timeout_ms`).
-            match ping {
-                Ok(_) => {
-                    failed_pings = 0;
-                    failing_since = None;
+        let err = match ping {
+            Ok(()) => {
+                failed_pings = 0;
+                failing_since = None;
+                if let Some(likes) = likes.as_ref().filter(|l| l.is_redis_down()) {
+                    recover_when_drained(&production, likes).await;
                 }
-                Err(err) => {
-                    failed_pings += 1;
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if redis.is_cluster() && failed_pings % 2 == 0 {
-                        // Two pings in a row without an answer from any
-                        // master: a stalled client (see `connection::Cluster`)
-                        // more likely than a dead cluster. A new one for
-                        // every user of the connection.
-                        tracing::warn!(error = %err, "no Redis Cluster master answers; renewing the cluster client");
-                        renew(&production).await;
-                    }
-                    let down = match redis.is_cluster() {
-                        false => failed_pings >= 2,
-                        true => since.elapsed() >= cluster_down_after,
-                    };
-                    if down {
-                        likes.mark_down(&err);
-                    }
-                }
+                continue;
             }
-            continue;
+            Err(err) => err,
+        };
+        failed_pings += 1;
+        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+        if redis.is_cluster() && failed_pings.is_multiple_of(2) {
+            // Two pings in a row without an answer from any master: a
+            // stalled client (see `connection::Cluster`) more likely than a
+            // dead cluster. A new one for every user of the connection (the
+            // write-behind's too, also in `tally worker`).
+            tracing::warn!(error = %err, "no Redis Cluster master answers; renewing the cluster client");
+            renew(&production).await;
         }
-        failed_pings = 0;
-        failing_since = None;
-        if ping.is_err() {
-            continue;
+        // Requests only switch over on a refused or broken connection; a
+        // Redis that hangs is seen here: two pings in a row without an
+        // answer (each waits `redis_timeout_ms`); a cluster, only after
+        // `cluster_down_after_ms`.
+        let down = match redis.is_cluster() {
+            false => failed_pings >= 2,
+            true => since.elapsed() >= cluster_down_after,
+        };
+        if down && let Some(likes) = &likes {
+            likes.mark_down(&err);
         }
-        match sync::backlog(&mut redis, &production.keys).await {
-            Ok(0) => {
-                if let Err(err) = likes.recover().await {
-                    tracing::warn!(error = %err, "Redis recovery failed; retrying");
-                }
+    }
+}
+
+/// While the node serves from PostgreSQL and Redis answers again: returns
+/// to the fast path once the write-behind drained what Redis still held.
+async fn recover_when_drained(production: &Production, likes: &RedisLikes) {
+    let mut redis = production.redis.clone();
+    match sync::backlog(&mut redis, &production.keys).await {
+        Ok(0) => {
+            if let Err(err) = likes.recover().await {
+                tracing::warn!(error = %err, "Redis recovery failed; retrying");
             }
-            Ok(n) => tracing::info!(
-                backlog = n,
-                "Redis is back; waiting for the write-behind to drain"
-            ),
-            Err(err) => tracing::warn!(error = %err, "Redis recovery check failed"),
         }
+        Ok(n) => tracing::info!(
+            backlog = n,
+            "Redis is back; waiting for the write-behind to drain"
+        ),
+        Err(err) => tracing::warn!(error = %err, "Redis recovery check failed"),
     }
 }

@@ -168,10 +168,20 @@ impl SyncWorker {
                     .arg(self.settings.lease_ttl_ms),
             );
         }
-        let held: Vec<i64> = leases.query_as(&mut self.redis).await?;
+        // Per partition: on a cluster, partitions on a failing master are
+        // let go (another worker, or this one later, takes them over) while
+        // the others go on.
+        let replies = self.query_each(&leases).await;
+        let first_error = failures(&replies);
+        if replies.values().all(Result::is_err)
+            && let Some(err) = first_error
+        {
+            return Err(err.into());
+        }
         let mut gained = Vec::new();
-        for (p, held) in (0..self.keys.partitions()).zip(held) {
-            match (held == 1, self.owned.contains_key(&p)) {
+        for (p, reply) in replies {
+            let held = matches!(reply.as_deref(), Ok([Value::Int(1)]));
+            match (held, self.owned.contains_key(&p)) {
                 (true, false) => gained.push(p),
                 (false, true) => {
                     tracing::info!(partition = p, "lost partition lease");
@@ -259,9 +269,33 @@ impl SyncWorker {
                 .arg(self.keys.stream(p))
                 .arg(if recover { "0" } else { ">" });
         }
-        let replies = reads.query(&mut self.redis).await?;
+        let mut replies = self.query_each(&reads).await;
+        let first_error = failures(&replies);
+        if replies.values().all(Result::is_err)
+            && let Some(err) = first_error
+        {
+            return Err(err.into());
+        }
         let mut entries = Vec::new();
-        for ((p, recover), reply) in order.into_iter().zip(replies) {
+        for (p, recover) in order {
+            let Some(reply) = replies.remove(&p) else {
+                continue;
+            };
+            let reply = match reply {
+                Ok(mut replies) => replies.pop().unwrap_or(Value::Nil),
+                Err(err) => {
+                    // Read again from its pending entries once it answers;
+                    // a stream that lost its group (a replica promoted
+                    // without it) is taken over afresh.
+                    if err.to_string().contains("NOGROUP") {
+                        self.owned.remove(&p);
+                        self.leases_checked = None;
+                    } else if let Some(o) = self.owned.get_mut(&p) {
+                        o.recover = true;
+                    }
+                    continue;
+                }
+            };
             let before = entries.len();
             for (id, fields) in stream_entries(reply) {
                 entries.push(Entry {
@@ -296,8 +330,37 @@ impl SyncWorker {
                 .arg(ids);
             acks.script(*p, scripts::RAISE.key(self.keys.applied(*p)).arg(*version));
         }
-        acks.query(&mut self.redis).await?;
+        // Sent again whole if a script was missing (see `query_each`): the
+        // XACKs ran, the watermark did not, and both are idempotent.
+        let replies = self.query_each(&acks).await;
+        failures(&replies);
+        for (p, reply) in replies {
+            // Committed but not acknowledged: read again from the pending
+            // entries (applying twice changes nothing).
+            if reply.is_err()
+                && let Some(o) = self.owned.get_mut(&p)
+            {
+                o.recover = true;
+            }
+        }
         Ok(())
+    }
+
+    /// [`Spread::query_each`], once more after loading the scripts if a
+    /// node lacked them (a promoted replica, a restarted master): each
+    /// command sent here is safe to run twice.
+    async fn query_each(
+        &mut self,
+        spread: &Spread,
+    ) -> BTreeMap<u32, redis::RedisResult<Vec<Value>>> {
+        let replies = spread.query_each(&mut self.redis).await;
+        let noscript = replies
+            .values()
+            .any(|r| r.as_ref().is_err_and(scripts::is_noscript));
+        if noscript && scripts::load_all(&mut self.redis).await.is_ok() {
+            return spread.query_each(&mut self.redis).await;
+        }
+        replies
     }
 
     /// Once a second: trims what every consumer has acknowledged from the
@@ -396,4 +459,19 @@ impl SyncWorker {
             }
         }
     }
+}
+
+/// Counts and logs the partitions whose commands failed; returns the first
+/// error.
+fn failures(replies: &BTreeMap<u32, redis::RedisResult<Vec<Value>>>) -> Option<redis::RedisError> {
+    let failed: Vec<&redis::RedisError> =
+        replies.values().filter_map(|r| r.as_ref().err()).collect();
+    let first = failed.first()?;
+    metrics::counter!("tally_sync_partition_failures_total").increment(failed.len() as u64);
+    tracing::warn!(
+        partitions = failed.len(),
+        error = %first,
+        "write-behind: some partitions failed this round (a shard failing over?); the others go on"
+    );
+    Some((*first).clone())
 }
