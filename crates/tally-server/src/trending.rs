@@ -28,7 +28,17 @@ pub struct TrendingCache {
     /// readers of a stale ranking wait for the one computing it instead of
     /// each computing their own (single flight). A fresh ranking is only
     /// cloned (an `Arc`) under it.
-    slots: [tokio::sync::Mutex<Option<Ranking>>; 2],
+    slots: [tokio::sync::Mutex<Slot>; 2],
+}
+
+/// A window's cached ranking, and when computing it last failed.
+#[derive(Default)]
+struct Slot {
+    ranking: Option<Ranking>,
+    /// For `ttl` after a failure (a shard failing over, say) readers get
+    /// the last ranking, however old, or an error at once: one failing
+    /// computation per `ttl`, not one per reader queued behind the lock.
+    failed: Option<Instant>,
 }
 
 impl TrendingCache {
@@ -61,17 +71,48 @@ impl TrendingCache {
             TrendWindow::Day => &self.slots[1],
         };
         let mut slot = slot.lock().await;
-        if let Some(ranking) = slot.as_ref()
+        if let Some(ranking) = slot.ranking.as_ref()
             && now.saturating_duration_since(ranking.computed) < self.ttl
         {
             return Ok(ranking.trends.clone());
         }
-        let trends: Arc<[Trend]> = likes.trending(window, RANKED).await?.into();
-        *slot = Some(Ranking {
-            computed: now,
-            trends: trends.clone(),
-        });
-        Ok(trends)
+        if slot
+            .failed
+            .is_some_and(|failed| now.saturating_duration_since(failed) < self.ttl)
+        {
+            return stale_or_unavailable(&slot);
+        }
+        match likes.trending(window, RANKED).await {
+            Ok(trends) => {
+                let trends: Arc<[Trend]> = trends.into();
+                *slot = Slot {
+                    ranking: Some(Ranking {
+                        computed: now,
+                        trends: trends.clone(),
+                    }),
+                    failed: None,
+                };
+                Ok(trends)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "trending: computing the ranking failed; serving the last one");
+                slot.failed = Some(now);
+                match slot.ranking {
+                    Some(_) => stale_or_unavailable(&slot),
+                    None => Err(err),
+                }
+            }
+        }
+    }
+}
+
+/// The last ranking computed, or `503` if there is none yet.
+fn stale_or_unavailable(slot: &Slot) -> Result<Arc<[Trend]>, StoreError> {
+    match &slot.ranking {
+        Some(ranking) => Ok(ranking.trends.clone()),
+        None => Err(StoreError::Unavailable(
+            "trending cannot be computed right now; retry in a moment".into(),
+        )),
     }
 }
 

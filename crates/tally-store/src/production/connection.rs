@@ -85,9 +85,9 @@ impl RedisTarget {
     }
 
     /// A connection that reconnects by itself. `response_timeout` bounds
-    /// each reply; on a cluster, redirections (MOVED, ASK, TRYAGAIN, a
-    /// failover's CLUSTERDOWN) are followed a few times within about a
-    /// second, then the error is the caller's.
+    /// each request; on a cluster, redirections (MOVED, ASK, TRYAGAIN, a
+    /// failover's CLUSTERDOWN) are followed a few times within it, then the
+    /// error is the caller's.
     pub async fn connect(
         &self,
         connect_timeout: Duration,
@@ -130,9 +130,10 @@ pub(super) fn cluster_builder(
     ClusterClientBuilder::new(nodes.to_vec())
         .connection_timeout(connect_timeout)
         .response_timeout(response_timeout)
-        // Four tries, 50 ms to 400 ms apart: enough for a MOVED or an ASK,
-        // short enough that a like on a failing master answers 503 in
-        // about a second instead of hanging through the failover.
+        // Up to four tries, 50 ms to 400 ms apart, for MOVED, ASK and
+        // TRYAGAIN; the response timeout bounds a request with its retries,
+        // so a like on a failing master answers 503 within it instead of
+        // hanging through the failover.
         .retries(4)
         .min_retry_wait(50)
         .max_retry_wait(400)
