@@ -45,7 +45,7 @@ pub struct RedisLikes {
     live_channel: String,
     /// On a Redis Cluster: sharded Pub/Sub, and one unreachable shard
     /// answers 503 instead of switching the node to PostgreSQL (see
-    /// `failover::is_unreachable`).
+    /// `failover::is_shard_trouble`).
     cluster: bool,
     /// Set while Redis is unreachable: likes go straight to PostgreSQL.
     redis_down: AtomicBool,
