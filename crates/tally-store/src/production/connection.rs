@@ -282,10 +282,6 @@ impl Spread {
         Self::default()
     }
 
-    pub fn len(&self) -> usize {
-        self.cmds.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.cmds.is_empty()
     }
@@ -318,7 +314,7 @@ impl Spread {
         }
         match conn {
             RedisConn::Single(_) => {
-                let all = self.query(conn).await;
+                let all = self.one_pipeline(conn).await;
                 for (partition, _) in &self.cmds {
                     out.entry(*partition).or_insert_with(|| Ok(Vec::new()));
                 }
@@ -338,25 +334,37 @@ impl Spread {
                 }
                 out
             }
-            RedisConn::Cluster(cluster) => {
-                let cluster = cluster.current();
-                let mut groups: BTreeMap<u32, Pipeline> = BTreeMap::new();
-                for (partition, cmd) in &self.cmds {
-                    groups
-                        .entry(*partition)
-                        .or_default()
-                        .add_command(cmd.clone());
-                }
-                let results =
-                    futures::future::join_all(groups.into_iter().map(|(partition, pipe)| {
-                        let mut conn = cluster.clone();
-                        async move { (partition, pipe.query_async::<Vec<Value>>(&mut conn).await) }
-                    }))
-                    .await;
-                out.extend(results);
-                out
-            }
+            RedisConn::Cluster(cluster) => self.per_partition(&cluster.current()).await,
         }
+    }
+
+    /// Everything as one pipeline (one Redis).
+    async fn one_pipeline(&self, conn: &mut RedisConn) -> RedisResult<Vec<Value>> {
+        let mut pipe = Pipeline::with_capacity(self.cmds.len());
+        for (_, cmd) in &self.cmds {
+            pipe.add_command(cmd.clone());
+        }
+        pipe.query_async(conn).await
+    }
+
+    /// One pipeline per partition, sent at once (a cluster).
+    async fn per_partition(
+        &self,
+        cluster: &ClusterConnection,
+    ) -> BTreeMap<u32, RedisResult<Vec<Value>>> {
+        let mut groups: BTreeMap<u32, Pipeline> = BTreeMap::new();
+        for (partition, cmd) in &self.cmds {
+            groups
+                .entry(*partition)
+                .or_default()
+                .add_command(cmd.clone());
+        }
+        let results = futures::future::join_all(groups.into_iter().map(|(partition, pipe)| {
+            let mut conn = cluster.clone();
+            async move { (partition, pipe.query_async::<Vec<Value>>(&mut conn).await) }
+        }))
+        .await;
+        results.into_iter().collect()
     }
 
     /// The replies, converted as one array (`Vec<i64>`, tuples…).
@@ -370,40 +378,26 @@ impl Spread {
         if self.cmds.is_empty() {
             return Ok(Vec::new());
         }
-        match conn {
-            RedisConn::Single(_) => {
-                let mut pipe = Pipeline::with_capacity(self.cmds.len());
-                for (_, cmd) in &self.cmds {
-                    pipe.add_command(cmd.clone());
-                }
-                pipe.query_async(conn).await
-            }
-            RedisConn::Cluster(cluster) => {
-                let cluster = cluster.current();
-                let mut groups: BTreeMap<u32, (Pipeline, Vec<usize>)> = BTreeMap::new();
-                for (i, (partition, cmd)) in self.cmds.iter().enumerate() {
-                    let (pipe, at) = groups.entry(*partition).or_default();
-                    pipe.add_command(cmd.clone());
-                    at.push(i);
-                }
-                let replies =
-                    futures::future::try_join_all(groups.into_values().map(|(pipe, at)| {
-                        let mut conn = cluster.clone();
-                        async move {
-                            let values: Vec<Value> = pipe.query_async(&mut conn).await?;
-                            Ok::<_, redis::RedisError>((at, values))
-                        }
-                    }))
-                    .await?;
-                let mut out = vec![Value::Nil; self.cmds.len()];
-                for (at, values) in replies {
-                    for (i, value) in at.into_iter().zip(values) {
-                        out[i] = value;
-                    }
-                }
-                Ok(out)
-            }
+        let cluster = match conn {
+            RedisConn::Single(_) => return self.one_pipeline(conn).await,
+            RedisConn::Cluster(cluster) => cluster.current(),
+        };
+        // The per-partition replies, put back in the order the commands
+        // were added.
+        let mut replies = BTreeMap::new();
+        for (partition, result) in self.per_partition(&cluster).await {
+            replies.insert(partition, result?.into_iter());
         }
+        Ok(self
+            .cmds
+            .iter()
+            .map(|(partition, _)| {
+                replies
+                    .get_mut(partition)
+                    .and_then(Iterator::next)
+                    .unwrap_or(Value::Nil)
+            })
+            .collect())
     }
 }
 

@@ -48,6 +48,20 @@ fn ranked(page: &Value) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Whether `key` exists; if it does, it must expire within `ttl` ms.
+async fn expires_within(p: &mut tally_store::production::Production, key: &str, ttl: i64) -> bool {
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut p.redis)
+        .await
+        .expect("PTTL");
+    if pttl == -2 {
+        return false;
+    }
+    assert!(pttl > 0 && pttl <= ttl, "{key}: PTTL {pttl} > {ttl}");
+    true
+}
+
 async fn likes(app: &TestApp, users: &[TestUser], post: i64) {
     for u in users {
         answer(app.like(u, post).await).await;
@@ -239,15 +253,9 @@ async fn trending_buckets_expire(backend: Backend) {
         let mut found = 0;
         for bucket in granularity.bucket(before)..=granularity.bucket(after) {
             let key = p.keys.trend(partition, granularity, bucket);
-            let pttl: i64 = redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut p.redis)
-                .await
-                .expect("PTTL");
-            if pttl == -2 {
+            if !expires_within(&mut p, &key, ttl).await {
                 continue; // no such bucket: the like landed in the other
             }
-            assert!(pttl > 0 && pttl <= ttl, "{key}: PTTL {pttl} > {ttl}");
             let score: Option<f64> = redis::cmd("ZSCORE")
                 .arg(&key)
                 .arg(post)
@@ -328,16 +336,9 @@ async fn trending_buckets_expire(backend: Backend) {
         let mut found = 0;
         for bucket in granularity.bucket(before)..=granularity.bucket(after) {
             let key = p.keys.trend_sum(partition, granularity, bucket);
-            let pttl: i64 = redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut p.redis)
-                .await
-                .expect("PTTL");
-            if pttl == -2 {
+            if !expires_within(&mut p, &key, granularity.millis() + 60_000).await {
                 continue;
             }
-            let ttl = granularity.millis() + 60_000;
-            assert!(pttl > 0 && pttl <= ttl, "{key}: PTTL {pttl} > {ttl}");
             found += 1;
         }
         assert_eq!(found, 1, "{granularity:?}: one stored sum");
