@@ -29,7 +29,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SMOKE = process.argv.includes('--smoke');
 const N = SMOKE ? { visits: 2, likes: 10, taps: 6 } : { visits: 15, likes: 200, taps: 60 };
 const OUT = SMOKE ? join(ROOT, 'target/bench-smoke') : join(ROOT, 'bench/results');
-const BIN = process.env.TALLY_BIN || join(ROOT, 'target/release/tally');
+const BIN = process.env.TALLY_BIN || join(process.env.CARGO_TARGET_DIR || join(ROOT, 'target'), 'release/tally');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const log = (m) => console.error(`[client] ${m}`);
 

@@ -31,7 +31,7 @@ CFG = dict(duration="2s", users=500, posts=5, connections=8, threads=1, repeat=1
 OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
 REDIS = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TALLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-BIN = os.environ.get("TALLY_BIN") or str(ROOT / "target/release/tally")
+BIN = os.environ.get("TALLY_BIN") or str(Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release/tally")
 COMPARE = sys.argv[sys.argv.index("--compare") + 1] if "--compare" in sys.argv else None
 # No load balancer watches these nodes: SIGTERM stops them at once
 # (TALLY_DRAIN_GRACE_MS, docs/OPERATIONS.md).

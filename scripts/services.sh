@@ -28,6 +28,14 @@ apt_install() {
         || die "apt-get install $* failed"
 }
 
+# Where cargo puts what it builds: target/ unless CARGO_TARGET_DIR or a
+# cargo config says otherwise. The scripts find the binary there, so a
+# shared target directory works as well as the default one.
+cargo_target_dir() {
+    cargo metadata --no-deps --format-version 1 \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 need_command() { # need_command <command> <apt package>
     command -v "$1" >/dev/null || apt_install "$2"
     command -v "$1" >/dev/null || die "$1 still missing after installing $2"

@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { deflateSync } from 'node:zlib';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const BIN = process.env.TALLY_BIN || join(root, 'target/debug/tally');
+export const BIN = process.env.TALLY_BIN || join(process.env.CARGO_TARGET_DIR || join(root, 'target'), 'debug/tally');
 const REDIS = process.env.TALLY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
 const ADMIN_DB = process.env.TALLY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 
