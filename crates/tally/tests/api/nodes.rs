@@ -106,6 +106,11 @@ impl Node {
         Self { child, base }
     }
 
+    /// The process id, for reading its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port`, as a load balancer names the node.
     pub fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
