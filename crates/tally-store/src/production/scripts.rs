@@ -209,7 +209,9 @@ return cur
 });
 
 /// Takes or keeps a lease. KEYS: lease. ARGV: node id, ttl ms.
-/// Returns 1 if this node holds the lease afterwards.
+/// Returns 1 if this node took the lease now (it was free: whoever held it
+/// before, maybe this node, let it lapse, and someone else may have held it
+/// meanwhile), 2 if it renewed its own, 0 if another node holds it.
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -220,7 +222,7 @@ if not owner then
 end
 if owner == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return 2
 end
 return 0
 ",

@@ -191,12 +191,7 @@ async fn paused_worker(redis_url: String) {
     load.wait_answers(300).await;
     let ledger = load.finish().await;
     assert_exact(&s, &ledger, &posts).await;
-    // b never had its commits refused before a's: it took over first.
-    assert!(
-        b.log().contains("took the partition over"),
-        "worker b: {}",
-        b.log()
-    );
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -195,9 +195,18 @@ impl SyncWorker {
         }
         let mut gained = Vec::new();
         for (p, reply) in replies {
-            let held = matches!(reply.as_deref(), Ok([Value::Int(1)]));
+            let (held, fresh) = match reply.as_deref() {
+                Ok([Value::Int(1)]) => (true, true),
+                Ok([Value::Int(2)]) => (true, false),
+                _ => (false, false),
+            };
             match (held, self.owned.contains_key(&p)) {
                 (true, false) => gained.push(p),
+                // Held, but taken afresh: this worker let the lease lapse
+                // (paused?) and another may have taken the partition over
+                // meanwhile, registering a newer epoch: take it over again
+                // rather than have the next batch refused.
+                (true, true) if fresh => gained.push(p),
                 (false, true) => {
                     tracing::info!(partition = p, "lost partition lease");
                     self.owned.remove(&p);
