@@ -10,8 +10,8 @@
 //! {prefix}:{p17}:post:123:u     likers set
 //! {prefix}:{p17}:events         the partition's stream (the outbox)
 //! {prefix}:{p17}:seq            last version handed out in the partition
-//! {prefix}:{p17}:applied        highest version committed to PostgreSQL
-//! {prefix}:{p17}:lease          which node applies the partition now
+//! {prefix}:{p17}:applied        every version up to this is committed to PostgreSQL
+//! {prefix}:{p17}:lease          which worker applies the partition now
 //! {prefix}:{p17}:fence          written before a replicated-durability WAIT
 //! {prefix}:{p17}:live           the partition's sharded Pub/Sub channel (cluster)
 //! {prefix}:{p17}:req:{id}       a toggle's answer, kept for replays
@@ -21,6 +21,11 @@
 //! {prefix}:{p17}:trend:h:sum:{hour} the day's hour buckets before {hour} - 1, summed
 //! {prefix}:live                 the Pub/Sub channel (one Redis)
 //! ```
+//!
+//! The lease's fencing token is not in Redis: it is the partition stream's
+//! epoch in PostgreSQL's `sync_fence` (see `sync::worker`), checked where
+//! the batches commit. (The `fence` key above is unrelated: it serves
+//! replicated durability's `WAIT`.)
 
 use crate::domain::PostId;
 use crate::trending::Granularity;
@@ -117,10 +122,14 @@ impl Keys {
         format!("{}:seq", self.tag(partition))
     }
 
+    /// The partition's contiguous watermark: every version up to it is in
+    /// PostgreSQL (see `scripts::RAISE`); strict durability waits on it.
     pub fn applied(&self, partition: u32) -> String {
         format!("{}:applied", self.tag(partition))
     }
 
+    /// Which worker applies the partition: its node id, with a TTL of
+    /// `sync.lease_ttl_ms`, renewed every third of it.
     pub fn lease(&self, partition: u32) -> String {
         format!("{}:lease", self.tag(partition))
     }

@@ -20,14 +20,57 @@ pub struct LikeEvent {
     pub at_ms: i64,
 }
 
-/// Applies a batch in one statement and one transaction.
+/// A worker's right to commit a partition's events: the partition's stream
+/// (its Redis key) and the epoch its lease was registered with
+/// ([`take_fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub stream: String,
+    pub epoch: i64,
+}
+
+/// What [`apply_events`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Committed; this many rows changed their liked state.
+    Committed { changed: u64 },
+    /// Rolled back, nothing written: a newer epoch holds these streams
+    /// (another worker took their leases over).
+    Fenced { streams: Vec<String> },
+}
+
+/// Registers a new lease epoch for `stream` (a worker that just took the
+/// partition's lease over) and returns it. From this commit on, every
+/// batch carrying an older epoch for the stream is refused.
+pub async fn take_fence(pool: &PgPool, stream: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO sync_fence AS f (stream, epoch) VALUES ($1, 1) \
+         ON CONFLICT (stream) DO UPDATE SET epoch = f.epoch + 1 RETURNING epoch",
+    )
+    .bind(stream)
+    .fetch_one(pool)
+    .await
+}
+
+/// Applies a batch in one statement and one transaction, if `fences` (one
+/// per stream the events come from) are still current.
 ///
 /// Idempotent and order-proof: an event updates its row only if its
 /// version is newer than the row's, so replays and reorderings are no-ops;
 /// the post's count moves by exactly the rows whose liked state changed.
 /// Events of one (post, user) are folded to the newest first, because one
 /// `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice.
-pub async fn apply_events(pool: &PgPool, events: &[LikeEvent]) -> Result<u64, sqlx::Error> {
+///
+/// Fenced: the last statement locks the streams' `sync_fence` rows and
+/// checks that no newer epoch was registered; if one was, everything rolls
+/// back. The lock is held until the commit, so a takeover either commits
+/// before the check (and this batch is refused) or waits for this commit
+/// (and this batch counts as the old owner's last).
+pub async fn apply_events(
+    pool: &PgPool,
+    events: &[LikeEvent],
+    fences: &[Fence],
+) -> Result<Applied, sqlx::Error> {
     let mut newest: HashMap<(PostId, UserId), LikeEvent> = HashMap::with_capacity(events.len());
     for e in events {
         newest
@@ -124,8 +167,45 @@ pub async fn apply_events(pool: &PgPool, events: &[LikeEvent]) -> Result<u64, sq
         .execute(&mut *tx)
         .await?;
     }
+    // 4. The fence, last: the rows stay locked only from here to the commit.
+    let stale = stale_fences(&mut tx, fences).await?;
+    if !stale.is_empty() {
+        tx.rollback().await?;
+        return Ok(Applied::Fenced { streams: stale });
+    }
     tx.commit().await?;
-    Ok(changed)
+    Ok(Applied::Committed { changed })
+}
+
+/// Locks the fences' rows (in stream order, so two batches never deadlock
+/// on them) and returns the streams whose epoch is no longer current: a
+/// newer one registered, or none at all (a worker never commits before it
+/// registered, so a missing row means the table was emptied under it).
+async fn stale_fences(
+    tx: &mut sqlx::PgConnection,
+    fences: &[Fence],
+) -> Result<Vec<String>, sqlx::Error> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (streams, epochs): (Vec<&str>, Vec<i64>) =
+        fences.iter().map(|f| (f.stream.as_str(), f.epoch)).unzip();
+    let current: std::collections::HashSet<String> = sqlx::query_scalar(
+        "SELECT f.stream FROM sync_fence f \
+         JOIN UNNEST($1::text[], $2::bigint[]) AS m(stream, epoch) ON f.stream = m.stream \
+         WHERE f.epoch <= m.epoch ORDER BY f.stream FOR UPDATE OF f",
+    )
+    .bind(&streams)
+    .bind(&epochs)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(streams
+        .into_iter()
+        .filter(|s| !current.contains(*s))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// A like operation straight on PostgreSQL, for when Redis is down.

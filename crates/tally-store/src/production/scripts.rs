@@ -156,19 +156,62 @@ return out
     )
 });
 
-/// Raises a watermark, never lowers it. KEYS: key. ARGV: value.
+/// Raises a partition's `applied` watermark over what is contiguous, never
+/// lowers it. KEYS: the watermark, the partition's stream, its `seq`.
+/// ARGV: the consumer group. Returns the watermark.
+///
+/// Every version up to the watermark must be in PostgreSQL (strict
+/// durability answers on it). Versions grow with the stream's order, and
+/// an entry is acknowledged only after its commit, so everything before the
+/// oldest unacknowledged entry (the oldest pending one, else the first not
+/// yet delivered) is committed: the watermark goes to just below that
+/// entry's version, and to `seq` (the last version handed out) when every
+/// entry is acknowledged. Not to the batch's highest version: the batch may
+/// have skipped entries another consumer still holds. An oldest entry whose
+/// content is gone (deleted by hand) holds the watermark where it is.
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
+local oldest
+local pending = redis.call('XPENDING', KEYS[2], ARGV[1])
+if pending[1] > 0 then
+  oldest = redis.call('XRANGE', KEYS[2], pending[2], pending[2])[1] or false
+else
+  local last
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
+    local name, delivered
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1] end
+      if group[i] == 'last-delivered-id' then delivered = group[i + 1] end
+    end
+    if name == ARGV[1] then last = delivered end
+  end
+  if not last then return cur end
+  oldest = redis.call('XRANGE', KEYS[2], '(' .. last, '+', 'COUNT', 1)[1]
+end
+local bound
+if oldest == nil then
+  bound = tonumber(redis.call('GET', KEYS[3]) or '0')
+elseif oldest then
+  local fields = oldest[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'v' then bound = tonumber(fields[i + 1]) - 1 end
+  end
+end
+if bound and bound > cur then
+  redis.call('SET', KEYS[1], string.format('%d', bound))
+  return bound
+end
+return cur
 ",
     )
 });
 
 /// Takes or keeps a lease. KEYS: lease. ARGV: node id, ttl ms.
-/// Returns 1 if this node holds the lease afterwards.
+/// Returns 1 if this node took the lease now (it was free: whoever held it
+/// before, maybe this node, let it lapse, and someone else may have held it
+/// meanwhile), 2 if it renewed its own, 0 if another node holds it.
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -179,7 +222,7 @@ if not owner then
 end
 if owner == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return 2
 end
 return 0
 ",

@@ -11,6 +11,7 @@ mod nodes;
 mod balancer;
 mod cluster;
 mod crash;
+mod fencing;
 mod likes;
 mod live;
 mod load_panel;

@@ -36,7 +36,7 @@ pub fn backend_args(settings: &Settings) -> Vec<String> {
 }
 
 /// Environment shared by every node of a test.
-fn node_env(cmd: &mut Command, settings: &Settings) {
+pub(crate) fn node_env(cmd: &mut Command, settings: &Settings) {
     cmd.env("TALLY_RATE_LIMITS__USER_WRITES_PER_SEC", "0")
         .env("TALLY_RATE_LIMITS__AUTH_PER_MIN_PER_IP", "0")
         .env(

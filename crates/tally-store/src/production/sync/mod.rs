@@ -8,8 +8,13 @@
 //! round trip (`XREADGROUP`), apply everything read in one PostgreSQL
 //! transaction, then `XACK`, raise the partition's `applied` watermark and
 //! trim what is acknowledged. A crash between commit and `XACK` replays the
-//! batch: harmless. A worker that takes over a partition first claims the
-//! entries its dead predecessor read but never acknowledged (`XAUTOCLAIM`).
+//! batch: harmless. A worker that takes over a partition first registers a
+//! new lease epoch in PostgreSQL, which fences its predecessor off (a batch
+//! carrying an older epoch is refused inside its transaction), then claims
+//! the entries the predecessor read but never acknowledged (`XAUTOCLAIM`).
+//! The `applied` watermark (what strict durability waits for) only rises
+//! over a contiguous prefix of the stream: never past an entry not yet
+//! acknowledged.
 
 //!
 //! - [`worker`]: the rounds ([`SyncWorker`]);
@@ -66,4 +71,7 @@ pub enum SyncOutcome {
     Applied { events: usize, changed: u64 },
     /// Nothing to do.
     Idle,
+    /// PostgreSQL refused the batch: this many partitions were taken over
+    /// by another worker meanwhile, and are dropped (see `worker`).
+    Fenced { partitions: usize },
 }

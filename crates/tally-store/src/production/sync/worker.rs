@@ -1,5 +1,13 @@
 //! The write-behind worker: leases, reads, one transaction per round,
 //! acknowledgement and trimming.
+//!
+//! Fencing: a worker that takes a partition's lease registers a new epoch
+//! for it in PostgreSQL ([`pg::take_fence`]) before it reads a single
+//! entry, and every batch carries the epochs it was read under; PostgreSQL
+//! refuses a batch whose epoch is no longer current, inside the batch's
+//! own transaction. A worker paused past its lease (GC, SIGSTOP, a slow
+//! disk) therefore cannot commit once its successor has taken over: it
+//! drops the partition and logs the refusal.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,13 +20,16 @@ use tokio_util::sync::CancellationToken;
 use super::resp::{as_string, group_info, next_id, parse_event, stream_entries};
 use super::{SyncError, SyncOutcome, SyncSettings, status};
 use crate::production::keys::{GROUP, Keys};
-use crate::production::pg::{self, LikeEvent};
+use crate::production::pg::{self, Applied, Fence, LikeEvent};
 use crate::production::scripts;
 
 struct Owned {
     /// Re-read this consumer's pending entries (id `0`) before new ones:
     /// after taking the partition over, or after a failed round.
     recover: bool,
+    /// The lease epoch registered in PostgreSQL at takeover: the fencing
+    /// token every batch of this partition carries.
+    epoch: i64,
 }
 
 pub struct SyncWorker {
@@ -139,8 +150,12 @@ impl SyncWorker {
             return Ok(SyncOutcome::Idle);
         }
         let events: Vec<LikeEvent> = entries.iter().map(|e| e.event).collect();
+        let fences = self.fences(&entries);
         let started = Instant::now();
-        let changed = pg::apply_events(&self.pg, &events).await?;
+        let changed = match pg::apply_events(&self.pg, &events, &fences).await? {
+            Applied::Committed { changed } => changed,
+            Applied::Fenced { streams } => return Ok(self.fenced(&streams)),
+        };
         metrics::histogram!("tally_sync_batch_size").record(events.len() as f64);
         metrics::histogram!("tally_sync_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("tally_sync_events_total").increment(events.len() as u64);
@@ -180,9 +195,18 @@ impl SyncWorker {
         }
         let mut gained = Vec::new();
         for (p, reply) in replies {
-            let held = matches!(reply.as_deref(), Ok([Value::Int(1)]));
+            let (held, fresh) = match reply.as_deref() {
+                Ok([Value::Int(1)]) => (true, true),
+                Ok([Value::Int(2)]) => (true, false),
+                _ => (false, false),
+            };
             match (held, self.owned.contains_key(&p)) {
                 (true, false) => gained.push(p),
+                // Held, but taken afresh: this worker let the lease lapse
+                // (paused?) and another may have taken the partition over
+                // meanwhile, registering a newer epoch: take it over again
+                // rather than have the next batch refused.
+                (true, true) if fresh => gained.push(p),
                 (false, true) => {
                     tracing::info!(partition = p, "lost partition lease");
                     self.owned.remove(&p);
@@ -191,17 +215,30 @@ impl SyncWorker {
             }
         }
         for p in gained {
-            self.take_over(p).await?;
-            self.owned.insert(p, Owned { recover: true });
+            let epoch = self.take_over(p).await?;
+            self.owned.insert(
+                p,
+                Owned {
+                    recover: true,
+                    epoch,
+                },
+            );
         }
         metrics::gauge!("tally_sync_partitions_owned").set(self.owned.len() as f64);
         Ok(())
     }
 
-    /// Creates the consumer group if needed and claims every entry that
-    /// other consumers read but never acknowledged.
-    async fn take_over(&mut self, p: u32) -> Result<(), SyncError> {
+    /// Registers a new lease epoch in PostgreSQL (from then on, the
+    /// previous owner's batches are refused), creates the consumer group if
+    /// needed and claims every entry that other consumers read but never
+    /// acknowledged. Returns the epoch.
+    async fn take_over(&mut self, p: u32) -> Result<i64, SyncError> {
         let stream = self.keys.stream(p);
+        // First: entries claimed before the fence moved could still be
+        // committed by the previous owner, and then again by this one
+        // (harmless, see `pg::apply_events`, but pointless).
+        let epoch = pg::take_fence(&self.pg, &stream).await?;
+        tracing::info!(partition = p, epoch, "took the partition over");
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&stream)
@@ -249,7 +286,7 @@ impl SyncWorker {
             }
             cursor = next;
         }
-        Ok(())
+        Ok(epoch)
     }
 
     /// Reads up to a batch from every owned partition in one round trip.
@@ -314,21 +351,77 @@ impl SyncWorker {
         Ok(entries)
     }
 
+    /// The fencing tokens of the partitions `entries` come from.
+    fn fences(&self, entries: &[Entry]) -> Vec<Fence> {
+        let partitions: std::collections::BTreeSet<u32> =
+            entries.iter().map(|e| e.partition).collect();
+        partitions
+            .into_iter()
+            .filter_map(|p| {
+                Some(Fence {
+                    stream: self.keys.stream(p),
+                    epoch: self.owned.get(&p)?.epoch,
+                })
+            })
+            .collect()
+    }
+
+    /// PostgreSQL refused the batch: another worker took these streams'
+    /// partitions over while this one was not looking (paused past its
+    /// lease). Drops them without acknowledging anything (their new owner
+    /// claims and applies the entries) and re-reads the others, whose
+    /// events were rolled back with the batch.
+    fn fenced(&mut self, streams: &[String]) -> SyncOutcome {
+        let stale: Vec<u32> = self
+            .owned
+            .keys()
+            .copied()
+            .filter(|p| streams.contains(&self.keys.stream(*p)))
+            .collect();
+        for p in &stale {
+            self.owned.remove(p);
+        }
+        for owned in self.owned.values_mut() {
+            owned.recover = true;
+        }
+        // Look at the leases again next round rather than a third of a
+        // lease later.
+        self.leases_checked = None;
+        metrics::counter!("tally_sync_fenced_total").increment(1);
+        metrics::gauge!("tally_sync_partitions_owned").set(self.owned.len() as f64);
+        tracing::warn!(
+            partitions = ?stale,
+            "write-behind commit refused (fenced): a newer lease epoch holds these partitions; \
+             this worker lost them while paused and drops them"
+        );
+        SyncOutcome::Fenced {
+            partitions: stale.len(),
+        }
+    }
+
     /// `XACK`s what was committed, raises the watermarks, trims the streams.
     async fn acknowledge(&mut self, entries: &[Entry]) -> Result<(), SyncError> {
-        let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
         for e in entries {
-            let slot = by_partition.entry(e.partition).or_default();
-            slot.0.push(&e.id);
-            slot.1 = slot.1.max(e.event.version);
+            by_partition.entry(e.partition).or_default().push(&e.id);
         }
         let mut acks = Spread::new();
-        for (p, (ids, version)) in &by_partition {
+        for (p, ids) in &by_partition {
             acks.cmd(*p, "XACK")
                 .arg(self.keys.stream(*p))
                 .arg(GROUP)
                 .arg(ids);
-            acks.script(*p, scripts::RAISE.key(self.keys.applied(*p)).arg(*version));
+            // Contiguous: not past the oldest entry still unacknowledged
+            // (another consumer's, or one this batch skipped), see
+            // `scripts::RAISE`.
+            acks.script(
+                *p,
+                scripts::RAISE
+                    .key(self.keys.applied(*p))
+                    .key(self.keys.stream(*p))
+                    .key(self.keys.seq(*p))
+                    .arg(GROUP),
+            );
         }
         // Sent again whole if a script was missing (see `query_each`): the
         // XACKs ran, the watermark did not, and both are idempotent.
@@ -425,7 +518,9 @@ impl SyncWorker {
 impl SyncWorker {
     /// Takes over entries that another consumer read and left unacknowledged
     /// for longer than a lease: a worker that lost its lease while stalled
-    /// (no fencing) and then died would otherwise strand them.
+    /// reads on until it notices, and its batch is refused (fenced): the
+    /// entries it read meanwhile would otherwise stay stranded (and hold
+    /// the `applied` watermark back).
     async fn claim_orphans(&mut self, partitions: &[u32]) {
         let mut claims = Spread::new();
         for &p in partitions {
