@@ -11,6 +11,8 @@ mod nodes;
 mod balancer;
 mod cluster;
 mod crash;
+mod faultproxy;
+mod faults;
 mod likes;
 mod live;
 mod load_panel;
