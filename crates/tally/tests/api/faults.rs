@@ -55,7 +55,7 @@ fn client() -> Client {
 /// Likes and unlikes one post in turn from a user of its own, every 20 ms,
 /// recording each answer in the load's ledger, and when each request was
 /// sent and whether it failed: the window of errors as one client sees it.
-pub(crate) struct Probe {
+struct Probe {
     seen: Arc<Mutex<Vec<Sent>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -71,11 +71,11 @@ struct Sent {
 
 /// What the probe saw around a fault, in seconds after the fault began.
 #[derive(Debug, Default)]
-pub(crate) struct Window {
-    pub failed: usize,
-    pub requests: usize,
-    pub first: f64,
-    pub last: f64,
+struct Window {
+    failed: usize,
+    requests: usize,
+    first: f64,
+    last: f64,
 }
 
 impl std::fmt::Display for Window {
@@ -96,7 +96,7 @@ impl std::fmt::Display for Window {
 }
 
 impl Probe {
-    pub(crate) fn start(
+    fn start(
         client: &Client,
         base: &str,
         user: &(i64, String),
@@ -144,7 +144,7 @@ impl Probe {
     /// Waits until a request sent after `since` was answered 200: the node
     /// serves again. Returns how long after `since` that answer came (fails
     /// after `secs`).
-    pub(crate) async fn answered_after(&self, since: Instant, secs: u64) -> Duration {
+    async fn answered_after(&self, since: Instant, secs: u64) -> Duration {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let ok = self.seen.lock().ok().and_then(|seen| {
@@ -165,7 +165,7 @@ impl Probe {
 
     /// Stops the probe; the failures seen after `fault`. Before the load's
     /// `finish`, whose ledger snapshot must hold the probe's last answer.
-    pub(crate) async fn finish(self, fault: Instant) -> Window {
+    async fn finish(self, fault: Instant) -> Window {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
