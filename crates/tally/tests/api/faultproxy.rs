@@ -200,3 +200,69 @@ where
     // An error either way ends both: the connection is broken.
     tokio::try_join!(read, write).map(|_| ())
 }
+
+/// Writes `ping`, reads four bytes back.
+async fn round_trip(conn: &mut TcpStream, buf: &mut [u8; 4]) -> std::io::Result<()> {
+    conn.write_all(b"ping").await?;
+    conn.read_exact(buf).await.map(|_| ())
+}
+
+/// The knobs do what they say, against an echo server: latency delays a
+/// reply by at least the latency each way, a stall holds it until release,
+/// a drop resets open connections, a refusal resets new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_knobs_do_what_they_say() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let upstream = echo.local_addr().expect("echo address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let proxy = FaultProxy::start(&upstream).await;
+    let mut conn = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut buf = [0u8; 4];
+    round_trip(&mut conn, &mut buf).await.expect("plain");
+    assert_eq!(&buf, b"ping");
+
+    proxy.set_latency(Duration::from_millis(50));
+    let started = Instant::now();
+    round_trip(&mut conn, &mut buf).await.expect("with latency");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "50 ms each way"
+    );
+    proxy.set_latency(Duration::ZERO);
+
+    proxy.stall(true);
+    let held = tokio::time::timeout(Duration::from_millis(300), round_trip(&mut conn, &mut buf));
+    assert!(held.await.is_err(), "nothing passes a stall");
+    proxy.stall(false);
+    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut buf))
+        .await
+        .expect("released")
+        .expect("the held bytes");
+    assert_eq!(&buf, b"ping");
+
+    proxy.drop_all();
+    let dropped = tokio::time::timeout(Duration::from_secs(10), round_trip(&mut conn, &mut buf));
+    assert!(dropped.await.expect("answered").is_err(), "reset");
+
+    proxy.refuse(true);
+    // The reset may come before connect() returns, or at the first read.
+    let refused = async {
+        let mut conn = TcpStream::connect(proxy.addr()).await?;
+        round_trip(&mut conn, &mut buf).await
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(10), refused);
+    assert!(refused.await.expect("answered").is_err(), "reset at once");
+    proxy.refuse(false);
+    let mut again = TcpStream::connect(proxy.addr()).await.expect("connect");
+    round_trip(&mut again, &mut buf)
+        .await
+        .expect("forwarded again");
+    assert_eq!(proxy.connections(), 2, "the refused one was not forwarded");
+}
