@@ -92,6 +92,23 @@ impl ExtraRedis {
         }
     }
 
+    /// Starts redis-server with extra arguments (kept for restarts), e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "everysec"]`: later
+    /// arguments override the defaults (no persistence) given before them.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = temp_dir("tally-redis-");
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let (port, child) = on_free_port("Redis", |port| {
+            Ok((port, spawn_redis(port, dir.path(), &args)?))
+        });
+        ExtraRedis {
+            port,
+            dir,
+            child: Some(child),
+            args,
+        }
+    }
+
     /// Starts a replica of `master` and waits until its link is up and the
     /// master counts it, so that `WAIT 1` can succeed at once.
     pub fn start_replica_of(master: &ExtraRedis) -> Self {
@@ -346,6 +363,26 @@ impl ExtraPostgres {
     pub fn stop(&mut self) {
         if self.running {
             self.pg_ctl_stop().unwrap_or_else(|e| panic!("{e}"));
+            self.running = false;
+        }
+    }
+
+    /// `pg_ctl stop -m immediate`: a crash (no shutdown checkpoint; the
+    /// next start runs crash recovery). The same as [`Self::stop`], named
+    /// for what a test means by it. No-op if stopped.
+    pub fn crash(&mut self) {
+        self.stop();
+    }
+
+    /// `pg_ctl stop -m fast`: a clean shutdown (sessions are ended with
+    /// `admin_shutdown`, a checkpoint is written). No-op if stopped.
+    pub fn stop_clean(&mut self) {
+        if self.running {
+            run(
+                self.pg_ctl().args(["-m", "fast", "-w", "stop"]),
+                "pg_ctl stop -m fast",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             self.running = false;
         }
     }

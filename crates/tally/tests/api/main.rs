@@ -12,6 +12,8 @@ mod balancer;
 mod cluster;
 mod crash;
 mod fencing;
+mod faultproxy;
+mod faults;
 mod likes;
 mod live;
 mod load_panel;

@@ -236,11 +236,19 @@ async fn kill_9_of_a_node_mid_load_loses_no_acknowledged_like() {
         true,
     );
     load.wait_answers(2000).await;
+    let killed = std::time::Instant::now();
     a.kill_9();
     // Node b takes over a's partitions (lease expiry) and its unacknowledged
     // stream entries, while the load goes on through b alone.
     load.wait_answers(2000).await;
     let ledger = load.finish().await;
+    eprintln!(
+        "faults: kill -9 of one of two nodes (fast mode): 2000 answers through the other \
+         in {:.1} s; {} pairs, {} with an unknown outcome (in flight to the killed node)",
+        killed.elapsed().as_secs_f64(),
+        ledger.len(),
+        load_failures(&ledger)
+    );
     assert_exact(&s, &ledger, &posts).await;
 }
 
@@ -258,7 +266,7 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
     }
     let load = Load::start(&client, vec![node.base.clone()], &users, &posts, false);
     load.wait_answers(1000).await;
-    pg.stop();
+    pg.crash();
     // Likes keep being answered from Redis; the events wait in the streams.
     load.wait_answers(2000).await;
     let ready = client
@@ -286,8 +294,20 @@ async fn postgres_outage_under_load_loses_nothing_and_the_backlog_drains() {
         "the events should wait in the streams while PostgreSQL is down"
     );
     pg.start_again();
+    let restarted = std::time::Instant::now();
     load.wait_answers(500).await;
     let ledger = load.finish().await;
+    tally_store::production::sync::drain(&mut p.0, &p.1, Duration::from_secs(60))
+        .await
+        .expect("drain");
+    eprintln!(
+        "faults: PostgreSQL crashed (immediate stop) under load (fast mode): backlog {backlog} \
+         while down, empty {:.1} s after the restart (the load stopped after 500 more \
+         answers); {} pairs, {} with an unknown outcome",
+        restarted.elapsed().as_secs_f64(),
+        ledger.len(),
+        load_failures(&ledger)
+    );
     assert_eq!(
         load_failures(&ledger),
         0,
@@ -340,6 +360,7 @@ async fn redis_killed_the_service_stays_up_through_postgres() {
     }
     let load = Load::start(&client, vec![app.base.clone()], &users, &posts, true);
     load.wait_answers(500).await;
+    let killed = std::time::Instant::now();
     redis.kill();
     load.wait_answers(500).await;
     // Degraded but serving: still 200, so load balancers keep it.
@@ -354,9 +375,19 @@ async fn redis_killed_the_service_stays_up_through_postgres() {
             .contains("redis")
     );
     redis.restart(); // empty: no persistence
+    let restarted = std::time::Instant::now();
     wait_for_readiness(&app, "ready", 30, "node did not return to the fast path").await;
+    let back = restarted.elapsed();
     load.wait_answers(500).await;
     let ledger = load.finish().await;
+    eprintln!(
+        "faults: Redis killed without persistence (strict mode), restarted empty after \
+         {:.1} s: back on Redis {:.1} s after the restart; {} pairs, {} with an unknown outcome",
+        restarted.duration_since(killed).as_secs_f64(),
+        back.as_secs_f64(),
+        ledger.len(),
+        load_failures(&ledger)
+    );
     assert_exact(&s, &ledger, &posts).await;
     // The API agrees with PostgreSQL after Redis was rebuilt lazily.
     let p = connect(&s).await;
