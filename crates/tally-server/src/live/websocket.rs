@@ -2,7 +2,8 @@
 //!
 //! Client → server: `{"type": "subscribe", "postIds": [1, 2]}` and
 //! `{"type": "unsubscribe", "postIds": [1]}`.
-//! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5}`,
+//! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5,
+//! "version": 1764571234567890}`,
 //! and `{"type": "error", "code": "...", "message": "..."}`.
 //!
 //! Each connection has a mailbox holding the newest count per post, not a
@@ -34,15 +35,22 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// count, not once per subscriber).
 #[derive(Default)]
 pub struct Mailbox {
-    /// A std mutex: no await while held.
-    pending: Mutex<HashMap<PostId, Utf8Bytes>>,
+    /// A std mutex: no await while held. Per post: version and frame.
+    pending: Mutex<HashMap<PostId, (i64, Utf8Bytes)>>,
     ready: Notify,
 }
 
 impl Mailbox {
-    fn put(&self, post: PostId, frame: Utf8Bytes) {
+    /// Keeps the newer of `frame` and what is pending for the post (a
+    /// snapshot read before a push must not replace it).
+    fn put(&self, post: PostId, version: i64, frame: Utf8Bytes) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(post, frame);
+            match pending.get(&post) {
+                Some((newer, _)) if *newer > version => {}
+                _ => {
+                    pending.insert(post, (version, frame));
+                }
+            }
         }
         self.ready.notify_one();
     }
@@ -50,7 +58,7 @@ impl Mailbox {
     fn take(&self) -> Vec<Utf8Bytes> {
         self.pending
             .lock()
-            .map(|mut p| p.drain().map(|(_, frame)| frame).collect())
+            .map(|mut p| p.drain().map(|(_, (_, frame))| frame).collect())
             .unwrap_or_default()
     }
 }
@@ -63,6 +71,7 @@ fn like_count_frame(msg: LikeCount) -> Utf8Bytes {
     encode(&ServerMessage::LikeCount {
         post_id: msg.post_id,
         like_count: msg.like_count,
+        version: msg.version,
     })
 }
 
@@ -78,7 +87,7 @@ impl Rooms {
         if let Some(room) = self.rooms.get(&msg.post_id) {
             let frame = like_count_frame(msg);
             for mailbox in room.values() {
-                mailbox.put(msg.post_id, frame.clone());
+                mailbox.put(msg.post_id, msg.version, frame.clone());
             }
         }
     }
@@ -114,6 +123,7 @@ enum ServerMessage {
     LikeCount {
         post_id: PostId,
         like_count: i64,
+        version: i64,
     },
     Error {
         code: &'static str,
@@ -197,7 +207,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                         hub.websockets.join(post, conn, &mailbox);
                     }
                     for msg in hub.snapshot(&new).await {
-                        mailbox.put(msg.post_id, like_count_frame(msg));
+                        mailbox.put(msg.post_id, msg.version, like_count_frame(msg));
                     }
                     None
                 }
