@@ -1,7 +1,9 @@
 //! The plain WebSocket transport, `GET /v1/live`.
 //!
-//! Client → server: `{"type": "subscribe", "postIds": [1, 2]}` and
-//! `{"type": "unsubscribe", "postIds": [1]}`.
+//! Client → server: `{"type": "subscribe", "postIds": [1, 2]}`,
+//! `{"type": "unsubscribe", "postIds": [1]}`, and `{"type": "ping"}` (a
+//! browser cannot see WebSocket ping frames: its heartbeat is a message,
+//! answered `{"type": "pong"}`).
 //! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5,
 //! "version": 1764571234567890}`,
 //! and `{"type": "error", "code": "...", "message": "..."}`.
@@ -111,9 +113,14 @@ impl Rooms {
 #[serde(tag = "type", rename_all = "camelCase")]
 enum ClientMessage {
     #[serde(rename_all = "camelCase")]
-    Subscribe { post_ids: Vec<PostId> },
+    Subscribe {
+        post_ids: Vec<PostId>,
+    },
     #[serde(rename_all = "camelCase")]
-    Unsubscribe { post_ids: Vec<PostId> },
+    Unsubscribe {
+        post_ids: Vec<PostId>,
+    },
+    Ping,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +136,7 @@ enum ServerMessage {
         code: &'static str,
         message: String,
     },
+    Pong,
 }
 
 /// Live counts over a plain WebSocket.
@@ -221,6 +229,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                 }
                 None
             }
+            Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
             Err(err) => Some(ServerMessage::Error {
                 code: "invalid_request",
                 message: err.to_string(),
