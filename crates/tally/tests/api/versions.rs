@@ -299,3 +299,27 @@ async fn versions_keep_their_order_across_a_fallback_to_postgres() {
         "Redis {back:?} after fallback {on_postgres:?}"
     );
 }
+
+/// The served OpenAPI documents the versions and the toggle's header
+/// (what schemathesis and generated clients read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_openapi_documents_versions_and_the_idempotency_key() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let spec: Value = app.get_json("/openapi.json").await;
+    let params = spec["paths"]["/v1/posts/{id}/like/toggle"]["post"]["parameters"]
+        .as_array()
+        .expect("toggle parameters");
+    let key = params
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap_or_else(|| panic!("no Idempotency-Key in {params:?}"));
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], false);
+    let schemas = &spec["components"]["schemas"];
+    assert!(schemas["LikeView"]["properties"]["version"].is_object());
+    assert!(schemas["PostView"]["properties"]["likeVersion"].is_object());
+    assert!(
+        spec["paths"]["/v1/posts/{id}/like/toggle"]["post"]["responses"]["400"].is_object(),
+        "the toggle documents its 400"
+    );
+}
