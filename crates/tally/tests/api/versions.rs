@@ -323,3 +323,37 @@ async fn the_openapi_documents_versions_and_the_idempotency_key() {
         "the toggle documents its 400"
     );
 }
+
+/// On a Redis Cluster: the node's sharded subscriptions are killed on
+/// every master. Changes published before the reader has subscribed every
+/// channel again are lost, so once it has, the node re-sends the count of
+/// every watched post, changed or not: here an unchanged one, which only
+/// the re-send can bring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_lost_sharded_subscriptions_re_send_watched_counts() {
+    let cluster = crate::instances::ExtraCluster::start();
+    let url = cluster.url();
+    let app = TestApp::spawn_with(Backend::ClusterPg, move |s| {
+        s.redis_url = Some(url);
+    })
+    .await;
+    let users = app.seed_users(2).await;
+    let post = app.post(&users[0]).await;
+    let answer = op(&app, &users[1], post, tally_client::LikeVerb::Like).await;
+    let mut ws = subscribe(&app, post).await;
+    assert_eq!(next_count(&mut ws, post).await.count, 1);
+
+    let killed = cluster.on_each(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(
+        killed
+            .iter()
+            .any(|(_, n)| n.trim().parse::<i64>().unwrap_or(0) > 0),
+        "no Pub/Sub connection killed: {killed:?}"
+    );
+    let resent = next_count(&mut ws, post).await;
+    assert_eq!(resent.count, 1);
+    assert!(
+        resent.version >= answer.version,
+        "{resent:?} after {answer:?}"
+    );
+}
