@@ -252,13 +252,14 @@ async fn after_a_lost_pubsub_connection_watched_counts_are_sent_again() {
 
 /// While Redis is down, likes go to PostgreSQL: their answers still order
 /// after what Redis answered before, counts read from PostgreSQL carry
-/// version 0 (never newer than a push), and after Redis is back its
-/// versions order after the fallback's.
+/// version 0 (never newer than a push), a keyed toggle's retry on the node
+/// flips once, and after Redis is back its versions order after the
+/// fallback's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn versions_keep_their_order_across_a_fallback_to_postgres() {
     let mut redis = ExtraRedis::start();
     let app = on_private_redis(&redis).await;
-    let users = app.seed_users(4).await;
+    let users = app.seed_users(5).await;
     let post = app.post(&users[0]).await;
     let on_redis = op(&app, &users[1], post, tally_client::LikeVerb::Like).await;
     app.drain().await;
@@ -285,6 +286,12 @@ async fn versions_keep_their_order_across_a_fallback_to_postgres() {
         read["likeVersion"], 0,
         "a count read from PostgreSQL: {read}"
     );
+    // A keyed toggle and its retry on this node flip once on PostgreSQL too.
+    let toggled = toggle_once(&app, &users[4], post, "during-the-outage").await;
+    assert_eq!((toggled.liked, toggled.like_count), (true, 3));
+    assert!(toggled.version > on_postgres.version);
+    let retried = toggle_once(&app, &users[4], post, "during-the-outage").await;
+    assert_eq!(retried, toggled, "the retry flipped again");
 
     redis.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -293,10 +300,10 @@ async fn versions_keep_their_order_across_a_fallback_to_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let back = op(&app, &users[3], post, tally_client::LikeVerb::Like).await;
-    assert_eq!(back.like_count, 3);
+    assert_eq!(back.like_count, 4);
     assert!(
-        back.version > on_postgres.version,
-        "Redis {back:?} after fallback {on_postgres:?}"
+        back.version > toggled.version,
+        "Redis {back:?} after fallback {toggled:?}"
     );
 }
 
