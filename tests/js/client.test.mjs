@@ -373,6 +373,59 @@ test('the live socket is cut and restored: reconnecting, then live with the righ
   await ctx.close();
 });
 
+test('the web client keeps the newest count by version, and a silent socket stops showing live', T, async () => {
+  const { base, users } = main;
+  const other = await createPost(base, users[0].token);
+  const id = await createPost(base, users[0].token);
+  const ctx = await contextFor(base, null);
+  const page = await ctx.newPage();
+  // Fake timers that still flow: the heartbeat's 25 s pass in one jump.
+  await page.clock.install();
+  let silent = false;
+  let toPage = null;
+  await page.routeWebSocket('**/v1/live', (ws) => {
+    const server = ws.connectToServer();
+    toPage = ws;
+    ws.onMessage((m) => { if (!silent) server.send(m); });
+    server.onMessage((m) => { if (!silent) ws.send(m); });
+  });
+  await page.goto(`${base}/`);
+  await eventually(async () => assert.equal(await liveState(page), 'live'));
+  await expectLike(likeButton(page, id), false, 0);
+  const answer = await like(base, users[1].token, id);
+  await expectLike(likeButton(page, id), false, 1);
+
+  // Every count the button shows from now on.
+  await page.evaluate((id) => {
+    window.__counts = [];
+    const b = document.querySelector(`article.card[data-post-id="${id}"] button.like`);
+    new MutationObserver(() => window.__counts.push(Number(b.dataset.count)))
+      .observe(b, { attributes: true, attributeFilter: ['data-count'] });
+  }, id);
+  const push = (likeCount, version) => toPage.send(JSON.stringify({ type: 'likeCount', postId: id, likeCount, version }));
+  push(7, answer.version - 1); // older than what is shown: ignored
+  push(5, answer.version + 1); // newer: shown
+  push(7, answer.version); // older again: ignored
+  push(6, answer.version + 2);
+  await expectLike(likeButton(page, id), false, 6);
+  assert.deepEqual(await page.evaluate(() => window.__counts), [5, 6], 'stale counts never shown');
+
+  // The socket goes silent (no pong, no push) without closing: after the
+  // heartbeat's deadline the client stops claiming 'live' and reconnects.
+  silent = true;
+  await page.clock.fastForward(30_000);
+  await eventually(async () => assert.equal(await liveState(page), 'reconnecting'));
+  silent = false;
+  await eventually(async () => assert.equal(await liveState(page), 'live'), 12_000);
+  // Pushes flow again (on another post: the fakes above claimed versions
+  // the server has not reached yet, so the post keeps showing 6).
+  await expectLike(likeButton(page, other), false, 0);
+  await like(base, users[2].token, other);
+  await expectLike(likeButton(page, other), false, 1);
+  assert.deepEqual(page.errors ?? [], []);
+  await ctx.close();
+});
+
 test('the feed scrolls in pages by cursor, likers page with Load more, off-screen cards are unwatched', T, async () => {
   const dir = tempDir();
   const users = seed(dir, [], 30);

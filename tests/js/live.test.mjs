@@ -22,12 +22,17 @@ test('subscribe, like over HTTP, receive the new count', async () => {
   try {
     const snapshot = waitFor(socket, 'likeCount', (m) => m.postId === post);
     socket.emit('subscribe', [post]);
-    assert.deepEqual(await snapshot, { postId: post, likeCount: 1 }, 'current count on subscribe');
+    const first = await snapshot;
+    assert.deepEqual({ ...first, version: undefined }, { postId: post, likeCount: 1, version: undefined },
+      'current count on subscribe');
+    assert.ok(Number.isSafeInteger(first.version) && first.version > 0, `a version: ${first.version}`);
 
     const pushed = waitFor(socket, 'likeCount', (m) => m.postId === post && m.likeCount === 2);
     const answer = await like(base, users[2].token, post);
     assert.equal(answer.likeCount, 2);
-    await pushed;
+    // The push carries the answer's version, newer than the snapshot's.
+    assert.equal((await pushed).version, answer.version);
+    assert.ok(answer.version > first.version, `${answer.version} after ${first.version}`);
 
     socket.emit('unsubscribe', [post]);
     await new Promise((r) => setTimeout(r, 200));
@@ -55,8 +60,9 @@ test('a like on node A reaches a subscriber on node B through Redis', async () =
     socket.emit('subscribe', { postIds: [post] });
     assert.equal((await snapshot).likeCount, 0);
     const pushed = waitFor(socket, 'likeCount', (m) => m.postId === post && m.likeCount === 1);
-    await like(a.base, users[1].token, post);
-    await pushed;
+    const answer = await like(a.base, users[1].token, post);
+    // Through Redis too, with the version node A answered.
+    assert.equal((await pushed).version, answer.version);
   } finally {
     socket.close();
   }

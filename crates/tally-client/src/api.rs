@@ -16,7 +16,8 @@ pub enum LikeVerb {
     Like,
     /// `DELETE /v1/posts/{id}/like`: idempotent.
     Unlike,
-    /// `POST /v1/posts/{id}/like/toggle`: not idempotent.
+    /// `POST /v1/posts/{id}/like/toggle`: not idempotent, unless sent with
+    /// an `Idempotency-Key` ([`Api::toggle_once`]).
     Toggle,
 }
 
@@ -26,6 +27,9 @@ pub enum LikeVerb {
 pub struct LikeAnswer {
     pub liked: bool,
     pub like_count: i64,
+    /// The count's version, monotonic per post: of an answer and a live
+    /// push, the one with the higher version is the newer count.
+    pub version: i64,
 }
 
 /// What a client reads of a post.
@@ -34,6 +38,8 @@ pub struct LikeAnswer {
 pub struct PostSummary {
     pub id: PostId,
     pub like_count: i64,
+    /// `like_count`'s version (0: unknown, older than any push).
+    pub like_version: i64,
     pub liked_by_me: bool,
 }
 
@@ -172,6 +178,13 @@ impl Api {
         self.request(method, &path, Some(token))
     }
 
+    /// A toggle with an `Idempotency-Key`: a retry with the same key
+    /// answers what the first did instead of flipping again.
+    pub fn toggle_request(&self, token: &str, post: PostId, key: &str) -> RequestBuilder {
+        self.like_request(token, post, LikeVerb::Toggle)
+            .header("Idempotency-Key", key)
+    }
+
     pub fn post_request(&self, token: Option<&str>, post: PostId) -> RequestBuilder {
         self.request(Method::GET, &format!("/v1/posts/{post}"), token)
     }
@@ -221,6 +234,17 @@ impl Api {
         verb: LikeVerb,
     ) -> Result<LikeAnswer, ApiError> {
         send(self.like_request(token, post, verb)).await
+    }
+
+    /// Toggles once per `key`: safe to retry after a timeout with the
+    /// same key.
+    pub async fn toggle_once(
+        &self,
+        token: &str,
+        post: PostId,
+        key: &str,
+    ) -> Result<LikeAnswer, ApiError> {
+        send(self.toggle_request(token, post, key)).await
     }
 
     /// A post as `token`'s user sees it (anonymous without a token).

@@ -14,7 +14,7 @@ mod api;
 mod live;
 
 pub use api::{Api, ApiError, LikeAnswer, LikeVerb, LikerSummary, Page, PostSummary};
-pub use live::{LiveError, LiveSocket, Next};
+pub use live::{LiveCount, LiveError, LiveSocket, Next};
 pub use reqwest::StatusCode;
 
 pub type PostId = i64;

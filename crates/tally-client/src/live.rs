@@ -38,6 +38,28 @@ impl Next {
     }
 }
 
+/// A `likeCount` message: a post's count and its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCount {
+    pub post: PostId,
+    pub count: i64,
+    /// Monotonic per post: a count with a lower version than one already
+    /// seen is older (docs/LIVE.md, "Versions").
+    pub version: i64,
+}
+
+impl LiveCount {
+    /// The count in a server message, if it is a `likeCount`.
+    pub fn parse(msg: &Value) -> Option<Self> {
+        (msg["type"] == "likeCount").then_some(())?;
+        Some(Self {
+            post: msg["postId"].as_i64()?,
+            count: msg["likeCount"].as_i64()?,
+            version: msg["version"].as_i64()?,
+        })
+    }
+}
+
 /// One connection to `/v1/live`.
 pub struct LiveSocket {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -90,6 +112,22 @@ impl LiveSocket {
                     );
                 }
                 Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// The next count of `post` (snapshot or push) within `wait`,
+    /// skipping other messages.
+    pub async fn next_count(&mut self, post: PostId, wait: Duration) -> Option<LiveCount> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Next::Message(m) => match LiveCount::parse(&m) {
+                    Some(c) if c.post == post => return Some(c),
+                    _ => {}
+                },
+                Next::TimedOut | Next::Closed => return None,
             }
         }
     }

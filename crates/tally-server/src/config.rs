@@ -108,6 +108,13 @@ pub struct LikesSettings {
     /// How long a like waits for its commit (embedded, or strict mode on
     /// the production backend) before answering 503.
     pub ack_timeout_ms: u64,
+    /// How long a toggle's answer is kept for retries with the same
+    /// `Idempotency-Key` (in Redis; in memory on the embedded backend and
+    /// during a fallback to PostgreSQL).
+    pub idempotency_retention_secs: u64,
+    /// Most keyed toggle answers kept in memory (embedded backend, and per
+    /// node during a fallback); the oldest go first.
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for LikesSettings {
@@ -116,6 +123,8 @@ impl Default for LikesSettings {
         Self {
             max_batch: d.max_batch,
             ack_timeout_ms: d.ack_timeout.as_millis() as u64,
+            idempotency_retention_secs: d.idempotency_retention.as_secs(),
+            idempotency_max_keys: d.idempotency_max_keys,
         }
     }
 }
@@ -176,6 +185,10 @@ impl Settings {
         LikesConfig {
             max_batch: self.likes.max_batch,
             ack_timeout: Duration::from_millis(self.likes.ack_timeout_ms),
+            idempotency_retention: Duration::from_secs(
+                self.likes.idempotency_retention_secs.max(1),
+            ),
+            idempotency_max_keys: self.likes.idempotency_max_keys,
         }
     }
 

@@ -106,7 +106,12 @@ async fn open_backend(settings: &Settings, tasks: &Tasks) -> Result<Backend, Sta
     create_data_dir(settings).await?;
     let changes = ChangeFeed::new();
     if let Some(production) = connect_production(settings).await? {
-        let likes = Arc::new(production.likes(settings.likes_config().ack_timeout));
+        let config = settings.likes_config();
+        let likes = Arc::new(
+            production
+                .likes(config.ack_timeout)
+                .with_idempotency(config.idempotency_retention, config.idempotency_max_keys),
+        );
         return Ok(Backend {
             catalog: Arc::new(production.catalog()),
             likes: likes.clone(),

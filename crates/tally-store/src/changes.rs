@@ -34,6 +34,11 @@ pub struct Change {
 /// at once (no I/O, no await, no lock held for long).
 pub trait ChangeListener: Send + Sync {
     fn changed(&self, change: Change);
+
+    /// Changes may have been missed (the production backend's Pub/Sub
+    /// subscription was lost and is back): re-read what matters. Called
+    /// on the publisher's task like [`Self::changed`]: spawn, do not wait.
+    fn resync(&self) {}
 }
 
 /// The publishing side, cloned into every backend part that publishes;
@@ -54,6 +59,15 @@ impl ChangeFeed {
         if let Ok(mut listeners) = self.listeners.write() {
             listeners.retain(|l| l.strong_count() > 0);
             listeners.push(listener);
+        }
+    }
+
+    /// Tells every living listener that changes may have been missed.
+    pub fn resync(&self) {
+        if let Ok(listeners) = self.listeners.read() {
+            for listener in listeners.iter().filter_map(Weak::upgrade) {
+                listener.resync();
+            }
         }
     }
 

@@ -77,6 +77,35 @@ impl Password {
 /// Caption limit, in characters (Instagram's is 2,200).
 pub const MAX_CAPTION_CHARS: usize = 2_200;
 
+/// A client's `Idempotency-Key`: 1–64 characters of `[A-Za-z0-9_-]` (a
+/// UUID fits). It names Redis keys, hence the narrow charset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > Self::MAX {
+            return Err(format!(
+                "Idempotency-Key must be 1–{} characters",
+                Self::MAX
+            ));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("Idempotency-Key may contain only A-Z, a-z, 0-9, - and _".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +120,18 @@ mod tests {
         assert!(Username::parse("Ann").is_err());
         assert!(Username::parse("a-b").is_err());
         assert!(Username::parse("ａｂｃ").is_err());
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(IdempotencyKey::parse("0b6c1a2e-9f3d-4c1b-8a7e-2f5d6c7b8a9e").is_ok());
+        assert!(IdempotencyKey::parse("a_B-1").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(64)).is_ok());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(65)).is_err());
+        assert!(IdempotencyKey::parse("a b").is_err());
+        assert!(IdempotencyKey::parse("a:b").is_err());
+        assert!(IdempotencyKey::parse("é").is_err());
     }
 
     #[test]

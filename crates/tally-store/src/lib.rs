@@ -18,6 +18,7 @@ pub mod changes;
 pub mod domain;
 pub mod embedded;
 pub mod production;
+pub mod replay;
 pub mod tasks;
 pub mod trending;
 
@@ -27,7 +28,7 @@ pub use trending::{Trend, TrendWindow};
 
 use async_trait::async_trait;
 
-use crate::domain::{PostId, UserId, Username};
+use crate::domain::{IdempotencyKey, PostId, UserId, Username};
 
 /// A password hash no password verifies against: seeded users log in with
 /// minted tokens only.
@@ -76,8 +77,9 @@ pub struct LikeOutcome {
     pub count: i64,
     /// Whether the operation changed anything (false for a repeated like).
     pub changed: bool,
-    /// Orders the changes of one post (0 when nothing changed): live
-    /// updates arriving out of order are dropped by it.
+    /// The version of the state answered (see [`LikeState::version`]):
+    /// the change's own when `changed`, else the post's current one. A
+    /// client keeps whichever of an answer and a push is newer.
     pub version: i64,
 }
 
@@ -86,6 +88,11 @@ pub struct LikeOutcome {
 pub struct LikeState {
     pub count: i64,
     pub liked_by_viewer: bool,
+    /// The count's version: monotonic per post, so a client orders a
+    /// snapshot against pushes and like answers (docs/LIVE.md, "Versions").
+    /// The count reflects every change up to this version. 0 means
+    /// "unknown": older than any change (a count read from PostgreSQL).
+    pub version: i64,
 }
 
 /// A registered user.
@@ -254,6 +261,16 @@ pub trait Likes: Send + Sync + 'static {
         post: PostId,
         user: UserId,
         op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError>;
+
+    /// A toggle that a client may retry: the first call with `key` (per
+    /// user and post) flips the like; a repeat within the retention
+    /// answers what the first did instead of flipping again.
+    async fn toggle_once(
+        &self,
+        post: PostId,
+        user: UserId,
+        key: &IdempotencyKey,
     ) -> Result<LikeOutcome, StoreError>;
 
     /// Counts (and whether `viewer` likes each) for a page of posts, in the

@@ -8,7 +8,11 @@
 //! backend announces what Redis Pub/Sub brings from every node, so a like
 //! on any node reaches viewers on every node. Pub/Sub is at-most-once: a
 //! client that reconnects subscribes again and gets the current counts
-//! first.
+//! first, and when this node's own subscription was lost and is back, the
+//! hub re-sends the current count of every watched post ([`LiveHub::resync`]).
+//!
+//! Every count carries its version (monotonic per post): clients keep the
+//! newest of snapshots, pushes and like answers (docs/LIVE.md, "Versions").
 
 pub mod socketio;
 pub mod websocket;
@@ -33,6 +37,9 @@ pub const MAX_SUBSCRIPTIONS: usize = 500;
 pub struct LikeCount {
     pub post_id: PostId,
     pub like_count: i64,
+    /// The count's version: a client ignores a count older than the one
+    /// it shows (0: unknown, older than any other).
+    pub version: i64,
 }
 
 /// Per watched post: the newest count and when it was last pushed.
@@ -188,6 +195,7 @@ impl LiveHub {
             let _ = self.pushes.send(LikeCount {
                 post_id: post,
                 like_count: count,
+                version,
             });
         }
     }
@@ -206,6 +214,7 @@ impl LiveHub {
             let msg = LikeCount {
                 post_id: post,
                 like_count: slot.count,
+                version: slot.version,
             };
             if slot.watchers == 0 {
                 slots.remove(&post);
@@ -224,6 +233,7 @@ impl LiveHub {
                 .map(|(&post_id, s)| LikeCount {
                     post_id,
                     like_count: s.count,
+                    version: s.version,
                 })
                 .collect(),
             Err(err) => {
@@ -232,11 +242,61 @@ impl LiveHub {
             }
         }
     }
+
+    /// Changes may have been missed (this node's Pub/Sub subscription was
+    /// lost and is back): re-reads every watched post and pushes its count
+    /// to its viewers, even if unchanged (a viewer keeps the newest by
+    /// version, so a repeat costs nothing but the message).
+    pub fn resync(&self) {
+        let Some(hub) = self.me.upgrade() else {
+            return;
+        };
+        self.tasks.spawn_quiet(Stage::Serve, async move {
+            let posts: Vec<PostId> = match hub.slots.lock() {
+                Ok(slots) => slots.keys().copied().collect(),
+                Err(_) => return,
+            };
+            tracing::info!(
+                posts = posts.len(),
+                "live: re-sending watched counts after a lost subscription"
+            );
+            // In pages, like a client's subscribe.
+            for page in posts.chunks(MAX_SUBSCRIPTIONS) {
+                for msg in hub.snapshot(page).await {
+                    hub.resend(msg);
+                }
+            }
+        });
+    }
+
+    /// Pushes `msg` now unless the hub has seen a newer count of the post.
+    fn resend(&self, msg: LikeCount) {
+        {
+            let Ok(mut slots) = self.slots.lock() else {
+                return;
+            };
+            let Some(slot) = slots.get_mut(&msg.post_id) else {
+                return;
+            };
+            if msg.version < slot.version {
+                return;
+            }
+            slot.count = msg.like_count;
+            slot.version = msg.version;
+            slot.last_sent = Some(Instant::now());
+        }
+        let _ = self.pushes.send(msg);
+        metrics::counter!("tally_live_resent_total").increment(1);
+    }
 }
 
 impl ChangeListener for LiveHub {
     fn changed(&self, change: Change) {
         self.update(change.post, change.count, change.version);
+    }
+
+    fn resync(&self) {
+        LiveHub::resync(self);
     }
 }
 

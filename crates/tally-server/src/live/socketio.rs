@@ -3,7 +3,7 @@
 //!
 //! Client → server: `subscribe` and `unsubscribe` with an array of post ids
 //! (or `{postIds: [...]}`). Server → client: `likeCount` `{postId,
-//! likeCount}` — first the current count of each newly subscribed post, then
+//! likeCount, version}` — first the current count of each newly subscribed post, then
 //! every (coalesced) change. Errors come as an `error` event `{code, message}`.
 
 use std::collections::HashSet;

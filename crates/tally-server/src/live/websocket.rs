@@ -1,8 +1,11 @@
 //! The plain WebSocket transport, `GET /v1/live`.
 //!
-//! Client → server: `{"type": "subscribe", "postIds": [1, 2]}` and
-//! `{"type": "unsubscribe", "postIds": [1]}`.
-//! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5}`,
+//! Client → server: `{"type": "subscribe", "postIds": [1, 2]}`,
+//! `{"type": "unsubscribe", "postIds": [1]}`, and `{"type": "ping"}` (a
+//! browser cannot see WebSocket ping frames: its heartbeat is a message,
+//! answered `{"type": "pong"}`).
+//! Server → client: `{"type": "likeCount", "postId": 1, "likeCount": 5,
+//! "version": 1764571234567890}`,
 //! and `{"type": "error", "code": "...", "message": "..."}`.
 //!
 //! Each connection has a mailbox holding the newest count per post, not a
@@ -34,15 +37,22 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// count, not once per subscriber).
 #[derive(Default)]
 pub struct Mailbox {
-    /// A std mutex: no await while held.
-    pending: Mutex<HashMap<PostId, Utf8Bytes>>,
+    /// A std mutex: no await while held. Per post: version and frame.
+    pending: Mutex<HashMap<PostId, (i64, Utf8Bytes)>>,
     ready: Notify,
 }
 
 impl Mailbox {
-    fn put(&self, post: PostId, frame: Utf8Bytes) {
+    /// Keeps the newer of `frame` and what is pending for the post (a
+    /// snapshot read before a push must not replace it).
+    fn put(&self, post: PostId, version: i64, frame: Utf8Bytes) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(post, frame);
+            match pending.get(&post) {
+                Some((newer, _)) if *newer > version => {}
+                _ => {
+                    pending.insert(post, (version, frame));
+                }
+            }
         }
         self.ready.notify_one();
     }
@@ -50,7 +60,7 @@ impl Mailbox {
     fn take(&self) -> Vec<Utf8Bytes> {
         self.pending
             .lock()
-            .map(|mut p| p.drain().map(|(_, frame)| frame).collect())
+            .map(|mut p| p.drain().map(|(_, (_, frame))| frame).collect())
             .unwrap_or_default()
     }
 }
@@ -63,6 +73,7 @@ fn like_count_frame(msg: LikeCount) -> Utf8Bytes {
     encode(&ServerMessage::LikeCount {
         post_id: msg.post_id,
         like_count: msg.like_count,
+        version: msg.version,
     })
 }
 
@@ -78,7 +89,7 @@ impl Rooms {
         if let Some(room) = self.rooms.get(&msg.post_id) {
             let frame = like_count_frame(msg);
             for mailbox in room.values() {
-                mailbox.put(msg.post_id, frame.clone());
+                mailbox.put(msg.post_id, msg.version, frame.clone());
             }
         }
     }
@@ -102,9 +113,14 @@ impl Rooms {
 #[serde(tag = "type", rename_all = "camelCase")]
 enum ClientMessage {
     #[serde(rename_all = "camelCase")]
-    Subscribe { post_ids: Vec<PostId> },
+    Subscribe {
+        post_ids: Vec<PostId>,
+    },
     #[serde(rename_all = "camelCase")]
-    Unsubscribe { post_ids: Vec<PostId> },
+    Unsubscribe {
+        post_ids: Vec<PostId>,
+    },
+    Ping,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,11 +130,13 @@ enum ServerMessage {
     LikeCount {
         post_id: PostId,
         like_count: i64,
+        version: i64,
     },
     Error {
         code: &'static str,
         message: String,
     },
+    Pong,
 }
 
 /// Live counts over a plain WebSocket.
@@ -197,7 +215,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                         hub.websockets.join(post, conn, &mailbox);
                     }
                     for msg in hub.snapshot(&new).await {
-                        mailbox.put(msg.post_id, like_count_frame(msg));
+                        mailbox.put(msg.post_id, msg.version, like_count_frame(msg));
                     }
                     None
                 }
@@ -211,6 +229,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                 }
                 None
             }
+            Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
             Err(err) => Some(ServerMessage::Error {
                 code: "invalid_request",
                 message: err.to_string(),

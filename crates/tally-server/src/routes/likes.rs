@@ -1,6 +1,12 @@
 //! Like, unlike, toggle, and who liked.
+//!
+//! Every answer carries the count's version (docs/LIVE.md, "Versions"), so
+//! a client orders it against live pushes. The toggle takes an
+//! `Idempotency-Key`: flipping is the one operation whose retry is not
+//! harmless.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -10,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use tally_store::domain::PostId;
+use tally_store::domain::{IdempotencyKey, PostId};
 use tally_store::{LikeOp, LikerCursor};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,14 +26,21 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(likers))
 }
 
+/// The request header that makes a toggle's retry safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 async fn apply(
     state: &AppState,
     user: AuthUser,
     post: PostId,
     op: LikeOp,
+    key: Option<IdempotencyKey>,
 ) -> Result<axum::Json<LikeView>, ApiError> {
     state.limits.check_user_write(user.id)?;
-    let outcome = state.likes.apply(post, user.id, op).await?;
+    let outcome = match (op, key) {
+        (LikeOp::Toggle, Some(key)) => state.likes.toggle_once(post, user.id, &key).await?,
+        _ => state.likes.apply(post, user.id, op).await?,
+    };
     // Counted here, once for every backend and path (fallback included).
     let changed = if outcome.changed { "true" } else { "false" };
     metrics::counter!("tally_like_ops_total", "op" => op.as_str(), "changed" => changed)
@@ -35,6 +48,7 @@ async fn apply(
     Ok(axum::Json(LikeView {
         liked: outcome.liked,
         like_count: outcome.count,
+        version: outcome.version,
     }))
 }
 
@@ -54,7 +68,7 @@ async fn like(
     user: AuthUser,
     ApiPath(id): ApiPath<PostId>,
 ) -> Result<axum::Json<LikeView>, ApiError> {
-    apply(&state, user, id, LikeOp::Like).await
+    apply(&state, user, id, LikeOp::Like, None).await
 }
 
 /// Unlike a post. Idempotent; `likeCount` is the count after this call.
@@ -71,24 +85,52 @@ async fn unlike(
     user: AuthUser,
     ApiPath(id): ApiPath<PostId>,
 ) -> Result<axum::Json<LikeView>, ApiError> {
-    apply(&state, user, id, LikeOp::Unlike).await
+    apply(&state, user, id, LikeOp::Unlike, None).await
 }
 
-/// Flip the caller's like. Not idempotent: prefer PUT/DELETE when retrying.
+/// Flip the caller's like. Not idempotent by itself: send an
+/// `Idempotency-Key` to retry safely (a repeat of the key answers what the
+/// first request did), or prefer PUT/DELETE.
 #[utoipa::path(post, path = "/v1/posts/{id}/like/toggle", tag = "likes",
-    params(("id" = i64, Path, description = "Post id")),
+    params(
+        ("id" = i64, Path, description = "Post id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1–64 characters of `A-Z a-z 0-9 - _` (a UUID fits), chosen by the client per intended flip. A repeat with the same key, by the same user on the same post, within the retention (`likes.idempotency_retention_secs`, default 10 min) answers what the first request did instead of flipping again."),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, body = LikeView),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a malformed `Idempotency-Key`"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
         (status = 404, body = ErrorBody, description = "`not_found`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: not acknowledged; retry with the same key"),
     ))]
 async fn toggle(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<PostId>,
+    headers: HeaderMap,
 ) -> Result<axum::Json<LikeView>, ApiError> {
-    apply(&state, user, id, LikeOp::Toggle).await
+    let key = idempotency_key(&headers)?;
+    apply(&state, user, id, LikeOp::Toggle, key).await
+}
+
+/// The `Idempotency-Key` header, if sent; 400 if malformed or repeated.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::invalid("send one Idempotency-Key header"));
+    }
+    let raw = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))?;
+    IdempotencyKey::parse(raw)
+        .map(Some)
+        .map_err(ApiError::invalid)
 }
 
 /// Who liked a post, most recent first.

@@ -38,6 +38,9 @@ pub struct PostView {
     /// RFC 3339.
     pub created_at: String,
     pub like_count: i64,
+    /// `likeCount`'s version (docs/LIVE.md, "Versions"): compare it with
+    /// live pushes' `version`. 0: unknown, older than any push.
+    pub like_version: i64,
     /// False when the request is anonymous.
     pub liked_by_me: bool,
 }
@@ -54,6 +57,7 @@ impl PostView {
             height: post.height,
             created_at: rfc3339_ms(post.created_at_ms),
             like_count: likes.count,
+            like_version: likes.version,
             liked_by_me: likes.liked_by_viewer,
         }
     }
@@ -74,6 +78,9 @@ pub struct LikeView {
     pub liked: bool,
     /// The post's count right after this operation.
     pub like_count: i64,
+    /// The count's version, monotonic per post (docs/LIVE.md, "Versions"):
+    /// a client shows this answer only if it is newer than what it shows.
+    pub version: i64,
 }
 
 /// `?limit&cursor` for every paginated list.

@@ -5,29 +5,36 @@
 // meanwhile. Only PUT and DELETE are used: idempotent, safe to repeat,
 // never a blind toggle.
 //
-// Counts are state: the last value received (like answer or live push) is
-// shown. While a request is in flight a live push is shown too but leaves
-// the pressed state alone; if pushes arrived during the flight and disagree
-// with the answer, we cannot tell which is newer, so we ask the live socket
-// for a fresh snapshot, which is newer than both.
+// Counts are state, ordered by version (docs/LIVE.md, "Versions"): a
+// count from a like answer, a live push, a snapshot or a post read is shown
+// only if its version is not older than the one shown, so a late answer or
+// a stale snapshot never takes a newer count back. While a request is in
+// flight a live push is shown too but leaves the pressed state alone.
 
 import { api, session, ApiError, describe } from './api.js';
 import * as live from './live.js';
 import { h, toast } from './dom.js';
 
-/** id → {id, count, liked, desired, inflight, optimistic, liveSeen, lastLive, views:Set<fn>} */
+/** id → {id, count, version, liked, desired, inflight, optimistic, views:Set<fn>} */
 const posts = new Map();
 const settledListeners = new Set();
 
-live.onCount((id, count) => {
-  const s = posts.get(id);
-  if (!s) return;
+/**
+ * Takes `count` at `version` if it is not older than what `s` shows; true
+ * if taken. Version 0 is "unknown" (a count read from PostgreSQL): older
+ * than any other.
+ */
+function newer(s, count, version = 0) {
+  if (s.version !== undefined && version < s.version) return false;
   s.count = count;
+  s.version = version;
+  return true;
+}
+
+live.onCount((id, count, version) => {
+  const s = posts.get(id);
+  if (!s || !newer(s, count, version)) return;
   s.optimistic = 0;
-  if (s.inflight) {
-    s.liveSeen = true;
-    s.lastLive = count;
-  }
   render(s);
 });
 
@@ -39,7 +46,7 @@ export function track(post) {
     posts.set(post.id, s);
   }
   if (!s.inflight) {
-    s.count = post.likeCount;
+    newer(s, post.likeCount, post.likeVersion);
     s.liked = post.likedByMe;
     s.desired = post.likedByMe;
     s.optimistic = 0;
@@ -84,7 +91,6 @@ function tap(s) {
 
 async function send(s) {
   s.inflight = true;
-  s.liveSeen = false;
   const want = s.desired;
   let answer;
   try {
@@ -96,13 +102,13 @@ async function send(s) {
   }
   s.inflight = false;
   s.liked = answer.liked;
-  s.count = answer.likeCount;
+  // A push newer than the answer may have come first: it stays.
+  s.count -= s.optimistic;
+  newer(s, answer.likeCount, answer.version);
   s.optimistic = 0;
   if (s.desired !== s.liked) {
     bump(s, s.desired ? 1 : -1);
     send(s);
-  } else if (s.liveSeen && s.lastLive !== answer.likeCount) {
-    live.refresh(s.id);
   }
   render(s);
   for (const fn of settledListeners) fn(s.id);

@@ -3,12 +3,21 @@
 // subscription); this module keeps the server's subscription set equal to
 // that, reconnects with backoff and resubscribes everything, since pushes
 // are at-most-once and the snapshot sent on subscribe is the truth.
+//
+// Every count carries its version (docs/LIVE.md, "Versions"); listeners
+// get it and keep the newest (like.js). Heartbeat: the client pings every
+// PING_EVERY_MS and the server answers `pong`; a socket that brought no
+// frame at all for DEAD_AFTER_MS is dead even if the browser has not
+// noticed (a sleeping laptop, a dropped NAT entry): it is closed, the state
+// leaves 'live', and the usual reconnect follows.
 
 const MAX_SUBSCRIPTIONS = 500;
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
 /** A connection must stay up this long before the backoff starts over. */
 const STABLE_MS = 3000;
+const PING_EVERY_MS = 10_000;
+const DEAD_AFTER_MS = 25_000;
 
 const wanted = new Map(); // postId → number of watchers
 let subscribed = new Set(); // what the server has for this connection
@@ -18,10 +27,12 @@ let delay = FIRST_DELAY_MS;
 let retryTimer = null;
 let stableTimer = null;
 let flushQueued = false;
+let pingTimer = null;
+let deadTimer = null;
 const countListeners = new Set();
 const stateListeners = new Set();
 
-/** `fn(postId, likeCount)` for every count the server sends. */
+/** `fn(postId, likeCount, version)` for every count the server sends. */
 export function onCount(fn) {
   countListeners.add(fn);
 }
@@ -48,17 +59,6 @@ export function unwatch(id) {
   if (n > 0) wanted.set(id, n);
   else wanted.delete(id);
   queueFlush();
-}
-
-/**
- * Asks for a fresh snapshot of one post's count (unsubscribe + subscribe
- * on the same ordered connection: the snapshot is newer than anything
- * received before it).
- */
-export function refresh(id) {
-  if (!isOpen() || !subscribed.has(id)) return;
-  send({ type: 'unsubscribe', postIds: [id] });
-  send({ type: 'subscribe', postIds: [id] });
 }
 
 const isOpen = () => socket && socket.readyState === WebSocket.OPEN;
@@ -104,9 +104,15 @@ function connect() {
     setState('live');
     flush();
     stableTimer = setTimeout(() => { delay = FIRST_DELAY_MS; }, STABLE_MS);
+    alive(ws);
+    clearInterval(pingTimer);
+    pingTimer = setInterval(() => {
+      if (socket === ws && isOpen()) send({ type: 'ping' });
+    }, PING_EVERY_MS);
   };
   ws.onmessage = (event) => {
     if (socket !== ws) return;
+    alive(ws);
     let msg;
     try {
       msg = JSON.parse(event.data);
@@ -114,7 +120,9 @@ function connect() {
       return;
     }
     if (msg.type === 'likeCount') {
-      for (const fn of countListeners) fn(msg.postId, msg.likeCount);
+      for (const fn of countListeners) fn(msg.postId, msg.likeCount, msg.version ?? 0);
+    } else if (msg.type === 'pong') {
+      // alive() above is all a pong is for.
     } else if (msg.type === 'error') {
       console.warn('live:', msg.code, msg.message);
     }
@@ -128,8 +136,22 @@ function connect() {
   ws.onerror = () => {};
 }
 
+/** `ws` just showed it is alive: it has DEAD_AFTER_MS until the next sign. */
+function alive(ws) {
+  clearTimeout(deadTimer);
+  deadTimer = setTimeout(() => {
+    if (socket !== ws) return;
+    console.warn(`live: no frame for ${DEAD_AFTER_MS / 1000} s; reconnecting`);
+    socket = null;
+    ws.close();
+    scheduleReconnect();
+  }, DEAD_AFTER_MS);
+}
+
 function scheduleReconnect() {
   clearTimeout(stableTimer);
+  clearTimeout(deadTimer);
+  clearInterval(pingTimer);
   setState('reconnecting');
   if (retryTimer) return;
   // Jitter: somewhere between half and all of the current delay, so a

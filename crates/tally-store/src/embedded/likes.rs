@@ -11,6 +11,13 @@
 //! watermark passes the last change of its post, including operations that
 //! changed nothing (a repeated like must not claim a state that a crash could
 //! still undo).
+//!
+//! Versions (docs/LIVE.md): a change's version is the process's start time
+//! in microseconds plus its sequence number, so versions grow per post
+//! within a run and across restarts (a run hands out fewer than one
+//! version per microsecond of its life). A post loaded from disk starts at
+//! the run's base: newer than anything an earlier run sent, older than any
+//! change of this run.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,8 +29,9 @@ use sqlx::SqlitePool;
 use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::writer::{Row, Writer};
-use crate::domain::{PostId, UserId};
+use crate::domain::{IdempotencyKey, PostId, UserId};
 use crate::now_ms;
+use crate::replay::ReplayCache;
 use crate::trending::Buckets;
 use crate::{Change, ChangeFeed, Stage, Tasks, Trend, TrendWindow};
 use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
@@ -35,6 +43,10 @@ pub struct LikesConfig {
     pub max_batch: usize,
     /// How long an operation waits for its commit before answering 503.
     pub ack_timeout: Duration,
+    /// How long a keyed toggle's answer is kept for its retries.
+    pub idempotency_retention: Duration,
+    /// Most keyed toggle answers kept (the oldest go first).
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for LikesConfig {
@@ -42,6 +54,8 @@ impl Default for LikesConfig {
         Self {
             max_batch: 4096,
             ack_timeout: Duration::from_secs(10),
+            idempotency_retention: Duration::from_secs(600),
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -59,6 +73,8 @@ struct PostLikes {
     likers: HashSet<UserId>,
     /// Sequence number of the last change enqueued for this post (0: none).
     last_seq: u64,
+    /// The version of the current state (the run's base until a change).
+    version: i64,
 }
 
 /// Sequence numbering and enqueueing, done under one lock so the writer
@@ -87,6 +103,10 @@ pub struct EmbeddedLikes {
     /// held for a map update per change (no await inside), taken after the
     /// post's lock, never before it.
     trends: Mutex<Buckets>,
+    /// Versions of this run are `version_base + seq`.
+    version_base: i64,
+    /// Answers of keyed toggles, for their retries.
+    replays: ReplayCache,
 }
 
 impl EmbeddedLikes {
@@ -103,7 +123,10 @@ impl EmbeddedLikes {
         let (writer, committed, writer_error) =
             Writer::connect(data_dir, rx, config.max_batch).await?;
         tasks.spawn(Stage::Persist, "like writer", move |stop| writer.run(stop));
+        let replays = ReplayCache::new(config.idempotency_retention, config.idempotency_max_keys);
         Ok(Self {
+            version_base: now_us(),
+            replays,
             cells: DashMap::new(),
             pool,
             outbox: Mutex::new(Outbox { next_seq: 1, tx }),
@@ -121,7 +144,7 @@ impl EmbeddedLikes {
             let cell = self.cells.entry(post).or_default().clone();
             let loaded = cell
                 .state
-                .get_or_try_init(|| load_post(&self.pool, post))
+                .get_or_try_init(|| load_post(&self.pool, post, self.version_base))
                 .await;
             match loaded {
                 // Still the post's cell? A concurrent failed load may have
@@ -191,7 +214,11 @@ impl EmbeddedLikes {
     }
 }
 
-async fn load_post(pool: &SqlitePool, post: PostId) -> Result<Mutex<PostLikes>, StoreError> {
+async fn load_post(
+    pool: &SqlitePool,
+    post: PostId,
+    version_base: i64,
+) -> Result<Mutex<PostLikes>, StoreError> {
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM posts WHERE id = ?")
         .bind(post)
         .fetch_optional(pool)
@@ -206,49 +233,74 @@ async fn load_post(pool: &SqlitePool, post: PostId) -> Result<Mutex<PostLikes>, 
     Ok(Mutex::new(PostLikes {
         likers: likers.into_iter().collect(),
         last_seq: 0,
+        version: version_base,
     }))
+}
+
+/// Microseconds since the Unix epoch.
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
 }
 
 fn poisoned() -> StoreError {
     StoreError::Internal(anyhow::anyhow!("post like state lock poisoned"))
 }
 
-#[async_trait]
-impl Likes for EmbeddedLikes {
-    async fn apply(
+impl EmbeddedLikes {
+    /// Applies `op`; with `key`, a toggle answered before is answered
+    /// again instead (checked and recorded under the post's lock, so two
+    /// concurrent tries of one key flip once).
+    async fn apply_keyed(
         &self,
         post: PostId,
         user: UserId,
         op: LikeOp,
+        key: Option<&IdempotencyKey>,
     ) -> Result<LikeOutcome, StoreError> {
         let cell = self.cell(post).await?;
         let state = cell.state.get().ok_or_else(poisoned)?;
         let (outcome, wait_for) = {
             let mut likes = state.lock().map_err(|_| poisoned())?;
-            let was = likes.likers.contains(&user);
-            let now = op.apply(was);
-            if now != was {
-                let seq = self.enqueue(post, user, now)?;
-                if now {
-                    likes.likers.insert(user);
-                } else {
-                    likes.likers.remove(&user);
+            if let Some(answer) = key.and_then(|k| self.replays.get(post, user, k)) {
+                // A retry answers what the first try did, once what it
+                // repeats is durable (no new change: no publish below).
+                (
+                    LikeOutcome {
+                        changed: false,
+                        ..answer
+                    },
+                    likes.last_seq,
+                )
+            } else {
+                let was = likes.likers.contains(&user);
+                let now = op.apply(was);
+                if now != was {
+                    let seq = self.enqueue(post, user, now)?;
+                    if now {
+                        likes.likers.insert(user);
+                    } else {
+                        likes.likers.remove(&user);
+                    }
+                    likes.last_seq = seq;
+                    likes.version = self.version_base + seq as i64;
+                    // Counted when decided, like the count itself.
+                    self.trends.lock().map_err(|_| poisoned())?.record(
+                        post,
+                        if now { 1 } else { -1 },
+                        now_ms(),
+                    );
                 }
-                likes.last_seq = seq;
-                // Counted when decided, like the count itself.
-                self.trends.lock().map_err(|_| poisoned())?.record(
-                    post,
-                    if now { 1 } else { -1 },
-                    now_ms(),
-                );
+                let outcome = LikeOutcome {
+                    liked: now,
+                    count: likes.likers.len() as i64,
+                    changed: now != was,
+                    version: likes.version,
+                };
+                if let Some(key) = key {
+                    self.replays.put(post, user, key, outcome);
+                }
+                (outcome, likes.last_seq)
             }
-            let outcome = LikeOutcome {
-                liked: now,
-                count: likes.likers.len() as i64,
-                changed: now != was,
-                version: if now != was { likes.last_seq as i64 } else { 0 },
-            };
-            (outcome, likes.last_seq)
         };
         self.durable(wait_for).await?;
         if outcome.changed {
@@ -259,6 +311,28 @@ impl Likes for EmbeddedLikes {
             });
         }
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Likes for EmbeddedLikes {
+    async fn apply(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        self.apply_keyed(post, user, op, None).await
+    }
+
+    async fn toggle_once(
+        &self,
+        post: PostId,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<LikeOutcome, StoreError> {
+        self.apply_keyed(post, user, LikeOp::Toggle, Some(key))
+            .await
     }
 
     async fn states(
@@ -279,11 +353,13 @@ impl Likes for EmbeddedLikes {
                     LikeState {
                         count: likes.likers.len() as i64,
                         liked_by_viewer: viewer.is_some_and(|v| likes.likers.contains(&v)),
+                        version: likes.version,
                     }
                 }
                 Err(StoreError::PostNotFound(_)) => LikeState {
                     count: 0,
                     liked_by_viewer: false,
+                    version: 0,
                 },
                 Err(e) => return Err(e),
             };

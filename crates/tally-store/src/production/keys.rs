@@ -81,9 +81,10 @@ impl Keys {
         )
     }
 
-    /// Where a toggle keeps its answer for replays of the same request.
-    pub fn reply(&self, post: PostId, request: u64) -> String {
-        format!("{}:req:{request:x}", self.tag(self.partition(post)))
+    /// Where a toggle keeps its answer for replays of the same request
+    /// (`request`: a random id, or one derived from an `Idempotency-Key`).
+    pub fn reply(&self, post: PostId, request: &str) -> String {
+        format!("{}:req:{request}", self.tag(self.partition(post)))
     }
 
     /// A trending bucket of the partition: post → likes gained in Unix

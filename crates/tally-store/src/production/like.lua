@@ -12,7 +12,9 @@ if KEYS[7] then
 end
 local function answer(status, count, liked, version)
   if KEYS[7] then
-    redis.call('SET', KEYS[7], string.format('%d %d %d %d', status, count, liked, version), 'PX', 10000)
+    -- ARGV[9]: how long the answer is kept, in ms (an Idempotency-Key's
+    -- retention; 10 s for a toggle without one).
+    redis.call('SET', KEYS[7], string.format('%d %d %d %d', status, count, liked, version), 'PX', tonumber(ARGV[9] or '10000'))
   end
   return {status, count, liked, version}
 end

@@ -227,13 +227,19 @@ pub async fn apply_direct(
     let Some(count) = count else {
         return Err(StoreError::PostNotFound(post));
     };
-    let was: bool =
-        sqlx::query_scalar("SELECT liked FROM likes WHERE post_id = $1 AND user_id = $2")
-            .bind(post)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(false);
+    // The answer's version: PostgreSQL's clock in µs, read under the post's
+    // row lock, so it grows per post (the operations of a post are
+    // serialised). Comparable with Redis versions (Redis's clock in µs) as
+    // far as the two clocks agree: docs/LIVE.md, "Versions".
+    let (was, version): (Option<bool>, i64) = sqlx::query_as(
+        "SELECT (SELECT liked FROM likes WHERE post_id = $1 AND user_id = $2), \
+                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+    )
+    .bind(post)
+    .bind(user)
+    .fetch_one(&mut *tx)
+    .await?;
+    let was = was.unwrap_or(false);
     let now = op.apply(was);
     // The row is written even when nothing changed: its new version (the
     // PostgreSQL clock in µs, ahead of every version Redis handed out before
@@ -260,7 +266,7 @@ pub async fn apply_direct(
             liked: now,
             count,
             changed: false,
-            version: 0,
+            version,
         });
     }
     let count: i64 = sqlx::query_scalar(
@@ -276,11 +282,14 @@ pub async fn apply_direct(
         liked: now,
         count,
         changed: true,
-        version: 0,
+        version,
     })
 }
 
-/// Counts and `likedByMe` from PostgreSQL, for when Redis is down.
+/// Counts and `likedByMe` from PostgreSQL, for when Redis is down (or
+/// slow). Their version is 0, "unknown": a count read here may trail Redis
+/// (the write-behind's lag), so it must never beat a push or an answer a
+/// client already has (docs/LIVE.md, "Versions").
 pub async fn states(
     pool: &PgPool,
     posts: &[PostId],
@@ -302,6 +311,7 @@ pub async fn states(
             LikeState {
                 count: r.try_get(1)?,
                 liked_by_viewer: r.try_get(2)?,
+                version: 0,
             },
         );
     }
@@ -311,6 +321,7 @@ pub async fn states(
             by_id.get(p).copied().unwrap_or(LikeState {
                 count: 0,
                 liked_by_viewer: false,
+                version: 0,
             })
         })
         .collect())

@@ -17,7 +17,11 @@
 //!   a repeated `SSUBSCRIBE` is harmless).
 //!
 //! Messages published while a subscription is missing are lost (Pub/Sub
-//! is at-most-once): clients re-read counts when they resubscribe.
+//! is at-most-once). So once a lost subscription is back (a new connection,
+//! or a channel Redis dropped and that is subscribed again), the reader
+//! calls [`ChangeFeed::resync`]: the live hub re-reads and re-sends the
+//! current count of every post its clients watch. The periodic
+//! resubscription does not: nothing was seen lost.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -71,6 +75,9 @@ async fn read_single(
                 if let Err(err) = subscribed {
                     tracing::warn!(error = %err, "live: cannot subscribe");
                 } else {
+                    // Whatever was published before this subscription (all
+                    // of it, after a lost connection) is missed.
+                    changes.resync();
                     let mut messages = pubsub.on_message();
                     loop {
                         tokio::select! {
@@ -137,6 +144,9 @@ async fn read_sharded(
         };
         // Channels whose subscription is (or may be) missing.
         let mut missing: BTreeSet<&str> = channels.iter().map(String::as_str).collect();
+        // A subscription was lost (a fresh client, or one Redis dropped):
+        // re-send counts once every channel is subscribed again.
+        let mut lost = true;
         let mut every = tokio::time::interval(RESUBSCRIBE_ALL);
         let mut soon = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -155,6 +165,7 @@ async fn read_sharded(
                             {
                                 tracing::info!(channel = %known, "live: Redis dropped a sharded subscription; subscribing again");
                                 missing.insert(known);
+                                lost = true;
                             }
                         }
                         PushKind::Disconnection => {
@@ -172,6 +183,10 @@ async fn read_sharded(
                         _ = stop.cancelled() => return Ok(()),
                     };
                     missing.extend(failed);
+                    if lost && missing.is_empty() {
+                        lost = false;
+                        changes.resync();
+                    }
                 }
                 _ = stop.cancelled() => return Ok(()),
             }

@@ -11,7 +11,8 @@ use redis::Script;
 /// the current minute and hour (see [`super::Keys::trend`]), and for a
 /// toggle its reply key (see [`super::Keys::reply`]). ARGV: user, op
 /// (like|unlike|toggle), post, now_ms, live channel, `1` if that channel is
-/// sharded (a cluster), the minute and hour buckets' TTLs in ms. A change is
+/// sharded (a cluster), the minute and hour buckets' TTLs in ms, and for a
+/// toggle how long its reply is kept in ms (default 10 s). A change is
 /// published there as `"{post} {count} {version}"`, for live counts on
 /// every node, and adds ±1 to the post in both trending buckets (a bucket
 /// that nets to 0 drops the post).
@@ -27,7 +28,12 @@ use redis::Script;
 /// Retries are replays: like and unlike set a state, so running one twice
 /// changes nothing; a toggle would flip back, so it keeps its answer under
 /// its request id for ten seconds (replays come within one request's
-/// timeout) and a replay returns that answer.
+/// timeout) and a replay returns that answer. A toggle with an
+/// `Idempotency-Key` uses an id derived from user, post and key, kept for
+/// the configured retention, so a client's own retry is a replay too.
+///
+/// The version returned is the change's, or when nothing changed the
+/// partition's latest: either way the answered count is exact at it.
 pub static LIKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("like.lua")));
 
 /// Swaps a post's likers set (built beforehand in a scratch key) and

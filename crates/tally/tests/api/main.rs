@@ -24,6 +24,7 @@ mod posts;
 mod production;
 mod trending;
 mod users;
+mod versions;
 mod web;
 
 /// Generates a test per backend for each named behaviour test.

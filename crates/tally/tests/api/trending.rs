@@ -292,7 +292,7 @@ async fn trending_buckets_expire(backend: Backend) {
             .key(p.keys.seq(partition))
             .key(&minute)
             .key(&hour)
-            .key(p.keys.reply(post, 0xfeed))
+            .key(p.keys.reply(post, "feed"))
             .arg(users[0].id)
             .arg("toggle")
             .arg(post)

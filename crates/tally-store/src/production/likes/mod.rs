@@ -27,8 +27,9 @@ use super::keys::Keys;
 use super::pg;
 use super::scripts;
 use super::sync;
-use crate::domain::{PostId, UserId};
+use crate::domain::{IdempotencyKey, PostId, UserId};
 use crate::now_ms;
+use crate::replay::ReplayCache;
 use crate::trending::{self, Granularity, Trend, TrendWindow};
 use crate::{Health, LikeOp, LikeOutcome, LikeState, Likes, StoreError, SyncStatus};
 
@@ -69,6 +70,10 @@ pub struct RedisLikes {
     next_waiter: AtomicUsize,
     /// How long `WAIT` may take before the like answers 503.
     replication_timeout: Duration,
+    /// How long Redis keeps a keyed toggle's answer for its retries.
+    idempotency_retention: Duration,
+    /// Keyed toggles' answers while serving from PostgreSQL (this node only).
+    fallback_replays: ReplayCache,
 }
 
 impl RedisLikes {
@@ -94,7 +99,17 @@ impl RedisLikes {
             waiters: Vec::new(),
             next_waiter: AtomicUsize::new(0),
             replication_timeout: Duration::from_secs(1),
+            idempotency_retention: Duration::from_secs(600),
+            fallback_replays: ReplayCache::new(Duration::from_secs(600), 100_000),
         }
+    }
+
+    /// How long a keyed toggle's answer is kept (in Redis, and per node
+    /// while serving from PostgreSQL, at most `max_keys` there).
+    pub fn with_idempotency(mut self, retention: Duration, max_keys: usize) -> Self {
+        self.idempotency_retention = retention;
+        self.fallback_replays = ReplayCache::new(retention, max_keys);
+        self
     }
 
     /// Replicated durability's connections and `WAIT` timeout.
@@ -161,12 +176,14 @@ impl RedisLikes {
 
     /// Runs the like script. `None`: the post is not loaded in Redis.
     /// Otherwise the outcome and, if it changed, the event's version.
+    /// A toggle's `request` (id, how long its answer is kept) makes a
+    /// replay answer what the first run did.
     async fn apply_redis(
         &self,
         post: PostId,
         user: UserId,
         op: LikeOp,
-        request: u64,
+        request: Option<(&str, Duration)>,
         redis: &mut RedisConn,
     ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
         let partition = self.keys.partition(post);
@@ -187,8 +204,8 @@ impl RedisLikes {
                     .trend(partition, granularity, granularity.bucket(now)),
             );
         }
-        if op == LikeOp::Toggle {
-            script.key(self.keys.reply(post, request));
+        if let Some((id, _)) = request {
+            script.key(self.keys.reply(post, id));
         }
         // Borrowed on one Redis: no allocation per like for the channel.
         let shard_channel;
@@ -207,6 +224,7 @@ impl RedisLikes {
             .arg(if self.cluster { "1" } else { "0" })
             .arg(trending::MINUTE_BUCKET_TTL_MS)
             .arg(trending::HOUR_BUCKET_TTL_MS)
+            .arg(request.map_or(0, |(_, keep)| keep.as_millis().max(1) as u64))
             .invoke_async(redis)
             .await?;
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
@@ -217,7 +235,7 @@ impl RedisLikes {
             liked: liked == 1,
             count,
             changed: status == 1,
-            version: if status == 1 { version } else { 0 },
+            version,
         };
         Ok(Some((outcome, version)))
     }
@@ -305,43 +323,62 @@ impl RedisLikes {
         post: PostId,
         user: UserId,
         op: LikeOp,
+        key: Option<&IdempotencyKey>,
     ) -> Result<LikeOutcome, StoreError> {
+        // A keyed toggle's retry on this node: Redis, which keeps the
+        // answers for every node, is out of reach (docs/API.md).
+        if let Some(answer) = key.and_then(|k| self.fallback_replays.get(post, user, k)) {
+            return Ok(LikeOutcome {
+                changed: false,
+                ..answer
+            });
+        }
         // Marked before the write: a request cancelled after its commit
         // must still have the post's Redis state dropped on recovery.
         if let Ok(mut touched) = self.touched_while_down.lock() {
             touched.insert(post);
         }
         let outcome = pg::apply_direct(&self.pg, post, user, op, now_ms()).await?;
+        if let Some(key) = key {
+            self.fallback_replays.put(post, user, key, outcome);
+        }
         metrics::counter!("tally_fallback_likes_total").increment(1);
         Ok(outcome)
     }
-}
 
-#[async_trait]
-impl Likes for RedisLikes {
-    async fn apply(
+    /// [`Likes::apply`], and with `key` [`Likes::toggle_once`].
+    async fn apply_keyed(
         &self,
         post: PostId,
         user: UserId,
         op: LikeOp,
+        key: Option<&IdempotencyKey>,
     ) -> Result<LikeOutcome, StoreError> {
         if self.is_redis_down() {
             let _gate = self.fallback_gate.read().await;
             // Checked again under the gate: recovery may have just finished.
             if self.is_redis_down() {
-                return self.apply_fallback(post, user, op).await;
+                return self.apply_fallback(post, user, op, key).await;
             }
         }
         // A post found unloaded twice in a row is a sign of eviction,
         // which the deployment must not allow (maxmemory-policy noeviction).
         let mut redis = self.redis.clone();
-        // One id for every try of a toggle (see scripts::LIKE); like and
-        // unlike need none.
-        let request = if op == LikeOp::Toggle {
-            rand::random::<u64>()
-        } else {
-            0
+        // One id for every try of a toggle (see scripts::LIKE): the
+        // client's key, or a random one for this request's own retries;
+        // like and unlike need none. The key's charset is safe in a key.
+        let request = match (op, key) {
+            (LikeOp::Toggle, Some(key)) => Some((
+                format!("k:{user}:{post}:{}", key.as_str()),
+                self.idempotency_retention,
+            )),
+            (LikeOp::Toggle, None) => Some((
+                format!("{:x}", rand::random::<u64>()),
+                Duration::from_secs(10),
+            )),
+            _ => None,
         };
+        let request = request.as_ref().map(|(id, keep)| (id.as_str(), *keep));
         for attempt in 0..3 {
             match self.apply_redis(post, user, op, request, &mut redis).await {
                 Ok(None) if attempt < 2 => self.load(post).await?,
@@ -370,7 +407,7 @@ impl Likes for RedisLikes {
                 Err(err) if is_unreachable(&err) => {
                     self.mark_down(&err);
                     let _gate = self.fallback_gate.read().await;
-                    return self.apply_fallback(post, user, op).await;
+                    return self.apply_fallback(post, user, op, key).await;
                 }
                 Err(err) => {
                     return Err(StoreError::Internal(
@@ -382,6 +419,28 @@ impl Likes for RedisLikes {
         Err(StoreError::Unavailable(format!(
             "post {post} keeps disappearing from Redis (is maxmemory-policy noeviction?)"
         )))
+    }
+}
+
+#[async_trait]
+impl Likes for RedisLikes {
+    async fn apply(
+        &self,
+        post: PostId,
+        user: UserId,
+        op: LikeOp,
+    ) -> Result<LikeOutcome, StoreError> {
+        self.apply_keyed(post, user, op, None).await
+    }
+
+    async fn toggle_once(
+        &self,
+        post: PostId,
+        user: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<LikeOutcome, StoreError> {
+        self.apply_keyed(post, user, LikeOp::Toggle, Some(key))
+            .await
     }
 
     async fn states(
@@ -396,10 +455,14 @@ impl Likes for RedisLikes {
             return pg::states(&self.pg, posts, viewer).await;
         }
         for attempt in 0..2 {
-            // One pipelined round trip for the whole page.
+            // One pipelined round trip for the whole page. The partition's
+            // version is read before the count (both in one slot, in
+            // order): the count then reflects every change up to it, and
+            // a push sent before this read has a version no newer.
             let mut reads = Spread::new();
             for &post in posts {
                 let p = self.keys.partition(post);
+                reads.cmd(p, "GET").arg(self.keys.seq(p));
                 reads.cmd(p, "GET").arg(self.keys.count(post));
                 reads
                     .cmd(p, "SISMEMBER")
@@ -407,15 +470,18 @@ impl Likes for RedisLikes {
                     .arg(viewer.unwrap_or(-1));
             }
             let mut redis = self.redis.clone();
-            let replies: Vec<(Option<i64>, bool)> = match reads.query(&mut redis).await {
+            let replies: Vec<(Option<i64>, bool, i64)> = match reads.query(&mut redis).await {
                 Ok(values) => values
-                    .chunks(2)
-                    .map(|pair| {
+                    .chunks(3)
+                    .map(|read| {
+                        let version = redis::from_redis_value::<Option<i64>>(read[0].clone())
+                            .unwrap_or(None)
+                            .unwrap_or(0);
                         let count =
-                            redis::from_redis_value::<Option<i64>>(pair[0].clone()).unwrap_or(None);
+                            redis::from_redis_value::<Option<i64>>(read[1].clone()).unwrap_or(None);
                         let member =
-                            redis::from_redis_value::<bool>(pair[1].clone()).unwrap_or(false);
-                        (count, member)
+                            redis::from_redis_value::<bool>(read[2].clone()).unwrap_or(false);
+                        (count, member, version)
                     })
                     .collect(),
                 // A read may come from PostgreSQL whatever the cause.
@@ -444,9 +510,11 @@ impl Likes for RedisLikes {
             if cold.is_empty() || attempt == 1 {
                 return Ok(replies
                     .into_iter()
-                    .map(|(count, member)| LikeState {
+                    .map(|(count, member, version)| LikeState {
                         count: count.unwrap_or(0),
                         liked_by_viewer: member && viewer.is_some(),
+                        // An unloaded post reads as zero: "unknown".
+                        version: if count.is_some() { version } else { 0 },
                     })
                     .collect());
             }
