@@ -10,6 +10,7 @@
 //! client that reconnects subscribes again and gets the current counts
 //! first.
 
+pub mod limits;
 pub mod socketio;
 pub mod websocket;
 
@@ -61,6 +62,8 @@ pub struct LiveHub {
     socketio: OnceLock<socketioxide::SocketIo>,
     /// Reads current counts for snapshots on subscribe.
     pub likes: Arc<dyn Likes>,
+    /// Live connections per client IP, both transports (see [`limits`]).
+    pub per_ip: Arc<crate::connections::IpCounter>,
     /// Where trailing pushes wait for their time.
     tasks: Tasks,
     /// Itself, for the trailing pushes' timers (which must not keep the
@@ -102,6 +105,7 @@ impl LiveHub {
             websockets: websocket::Rooms::default(),
             socketio: OnceLock::new(),
             likes,
+            per_ip: Arc::default(),
             tasks: tasks.clone(),
             me: me.clone(),
         });
