@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::Admission;
 
@@ -56,6 +57,9 @@ pub struct ConnState {
     head_end: AtomicU64,
     /// Largest client WebSocket message once armed; 0: not armed.
     ws_limit: AtomicU64,
+    /// Wakes the watchdog when the phase changes (a head starts, a
+    /// request starts or ends), so it never sleeps on a stale deadline.
+    pub changed: Notify,
 }
 
 /// Which timeout a connection is under now.
@@ -82,6 +86,7 @@ impl ConnState {
             bytes_read: AtomicU64::new(0),
             head_end: AtomicU64::new(u64::MAX),
             ws_limit: AtomicU64::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -100,6 +105,7 @@ impl ConnState {
     pub fn begin_request(self: &std::sync::Arc<Self>) -> InFlight {
         self.head_started.store(0, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
         InFlight(self.clone())
     }
 
@@ -133,6 +139,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.last_activity.store(now_ms(), Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_one();
     }
 }
 
@@ -169,6 +176,7 @@ impl Tracked {
             && state.head_started.load(Ordering::Relaxed) == 0
         {
             state.head_started.store(now, Ordering::Relaxed);
+            state.changed.notify_one();
             self.head.start();
         }
         if let Some(end) = self.head.feed(bytes, offset) {

@@ -186,6 +186,7 @@ impl Connection {
                     }
                     return;
                 }
+                () = state.changed.notified() => {}
                 () = sleep_until(deadline) => {
                     if let Some(phase) = expired(&state, &timeouts) {
                         metrics::counter!("tally_connections_timed_out_total", "phase" => phase)
@@ -210,15 +211,14 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// When the current phase's timeout runs out (`None`: never; a busy
-/// connection is looked at again after a while, its phase may change).
+/// When the current phase's timeout runs out (`None`: never, or not
+/// before the phase changes, which wakes the watchdog).
 fn deadline(state: &ConnState, t: &Timeouts) -> Option<std::time::Instant> {
-    let recheck = Duration::from_secs(1);
     match state.phase() {
         Phase::Silent => t.idle_socket.map(|d| instant(state.opened) + d),
         Phase::ReadingHead(since) => t.header_read.map(|d| instant(since) + d),
         Phase::Idle(since) => t.keep_alive.map(|d| instant(since) + d),
-        Phase::Busy => Some(std::time::Instant::now() + recheck),
+        Phase::Busy => None,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct LiveLimits {
     pub subscribe_burst: u32,
     /// Largest client message on either transport, in bytes.
     pub max_message_bytes: u64,
+    /// Client messages a plain WebSocket reads ahead while a subscribe is
+    /// being answered; a client further ahead is closed.
+    pub max_pending_messages: usize,
     /// The server pings every live connection this often...
     pub ping_interval_ms: u64,
     /// ...and closes one that has not answered (or sent anything) this long
@@ -43,6 +46,7 @@ impl Default for LiveLimits {
             subscribe_posts_per_sec: 100,
             subscribe_burst: 500,
             max_message_bytes: 64 * 1024,
+            max_pending_messages: 64,
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
         }

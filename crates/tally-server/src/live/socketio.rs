@@ -99,7 +99,13 @@ pub fn layer(hub: Arc<LiveHub>, settings: &Settings) -> SocketIoLayer {
     layer
 }
 
-/// The per-IP cap, checked before the socket joins the namespace.
+/// The per-IP cap, checked before the socket joins the namespace, and the
+/// socket's handlers. Registered here, not in the connect handler:
+/// socketioxide sends the client its connect packet, then spawns the
+/// (async) connect handler on a task of its own, so a client that
+/// subscribed at once could be read before handlers registered there
+/// existed, and its `subscribe` was silently dropped. The middleware runs
+/// before the connect packet leaves.
 async fn admit(
     socket: SocketRef,
     State(hub): State<HubRef>,
@@ -120,21 +126,35 @@ async fn admit(
         _ => IpCounter::exempt(),
     };
     socket.extensions.insert(LiveSlot(Arc::new(slot)));
-    Ok(())
-}
-
-async fn on_connect(socket: SocketRef, State(limits): State<Limits>) {
     socket.extensions.insert(Watched(Arc::new(Mutex::new(Conn {
         posts: HashSet::new(),
-        budget: limits.0.0.subscribe_bucket(),
+        budget: live.subscribe_bucket(),
     }))));
     metrics::gauge!("tally_live_connections", "transport" => "socketio").increment(1.0);
     socket.on("subscribe", on_subscribe);
     socket.on("unsubscribe", on_unsubscribe);
     socket.on_disconnect(on_disconnect);
+    Ok(())
 }
 
-fn emit_error(socket: &SocketRef, error: LiveError) {
+/// Everything happened in [`admit`].
+async fn on_connect() {}
+
+/// Waits (up to a second) until socketioxide marks the socket connected.
+/// It sends the connect packet first and marks the socket a moment later;
+/// on a busy machine a client's first `subscribe` can be handled in
+/// between, and an emit then fails as if the socket were closed.
+async fn connected(socket: &SocketRef) {
+    for _ in 0..100 {
+        if socket.connected() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn emit_error(socket: &SocketRef, error: LiveError) {
+    connected(socket).await;
     let _ = socket.emit("error", &error);
 }
 
@@ -152,7 +172,8 @@ async fn on_subscribe(
                 LiveError::invalid(format!(
                     "subscribe takes an array of post ids or {{postIds: [...]}}: {err}"
                 )),
-            );
+            )
+            .await;
         }
     };
     let Some(hub) = hub.get() else {
@@ -162,7 +183,7 @@ async fn on_subscribe(
         return;
     };
     let live = &limits.0.0;
-    let new: Vec<PostId> = {
+    let new: Result<Vec<PostId>, LiveError> = {
         let Ok(mut conn) = watched.0.lock() else {
             return;
         };
@@ -173,22 +194,28 @@ async fn on_subscribe(
             .into_iter()
             .collect();
         if conn.posts.len() + new.len() > live.max_watched {
-            return emit_error(&socket, live.too_many());
+            Err(live.too_many())
+        } else if let Err(limited) = conn.budget.take(new.len()) {
+            Err(limited)
+        } else {
+            // Joined and watched under the lock: socketioxide runs handlers
+            // concurrently, and an unsubscribe or disconnect in between would
+            // otherwise leave a room or a watch behind.
+            conn.posts.extend(&new);
+            for &post in &new {
+                socket.join(room(post));
+                hub.watch(post);
+            }
+            Ok(new)
         }
-        if let Err(limited) = conn.budget.take(new.len()) {
-            return emit_error(&socket, limited);
-        }
-        // Joined and watched under the lock: socketioxide runs handlers
-        // concurrently, and an unsubscribe or disconnect in between would
-        // otherwise leave a room or a watch behind.
-        conn.posts.extend(&new);
-        for &post in &new {
-            socket.join(room(post));
-            hub.watch(post);
-        }
-        new
     };
-    for msg in hub.snapshot(&new).await {
+    let new = match new {
+        Ok(new) => new,
+        Err(refused) => return emit_error(&socket, refused).await,
+    };
+    let counts = hub.snapshot(&new).await;
+    connected(&socket).await;
+    for msg in counts {
         let _ = socket.emit("likeCount", &msg);
     }
 }
@@ -206,7 +233,8 @@ async fn on_unsubscribe(
                 LiveError::invalid(format!(
                     "unsubscribe takes an array of post ids or {{postIds: [...]}}: {err}"
                 )),
-            );
+            )
+            .await;
         }
     };
     let Some(hub) = hub.get() else {

@@ -16,7 +16,7 @@
 //! `ping_interval_ms + ping_timeout_ms` is closed, so a dead peer does not
 //! hold a socket and its subscriptions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -226,15 +226,20 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>, limits: LiveLimits, _slot: 
     // Anything from the client (a pong too) proves it alive; silence past
     // a ping's deadline closes the connection.
     let silence = limits.ping_interval() + limits.ping_timeout();
+    // Messages read while a subscribe's snapshot was being fetched.
+    let mut pending: VecDeque<Message> = VecDeque::new();
     loop {
-        let message = match tokio::time::timeout(silence, rx.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(_) => break,
-            Err(_) => {
-                metrics::counter!("tally_live_ping_timeouts_total", "transport" => "websocket")
-                    .increment(1);
-                break;
-            }
+        let message = match pending.pop_front() {
+            Some(message) => message,
+            None => match tokio::time::timeout(silence, rx.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => break,
+                Err(_) => {
+                    metrics::counter!("tally_live_ping_timeouts_total", "transport" => "websocket")
+                        .increment(1);
+                    break;
+                }
+            },
         };
         let text = match message {
             Message::Text(text) => text,
@@ -261,7 +266,33 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>, limits: LiveLimits, _slot: 
                         hub.watch(post);
                         hub.websockets.join(post, conn, &mailbox);
                     }
-                    for msg in hub.snapshot(&new).await {
+                    // The snapshot reads the store (a 500-post one takes
+                    // ~145 ms on Redis + PostgreSQL): read on meanwhile, so
+                    // a client that leaves is noticed now, not after every
+                    // queued snapshot (its socket sat in CLOSE_WAIT for
+                    // seconds). A client more than `max_pending_messages`
+                    // ahead is closed.
+                    let snapshot = hub.snapshot(&new);
+                    tokio::pin!(snapshot);
+                    let counts = loop {
+                        tokio::select! {
+                            counts = &mut snapshot => break Some(counts),
+                            next = rx.next() => match next {
+                                Some(Ok(message))
+                                    if !matches!(message, Message::Close(_))
+                                        && pending.len() < limits.max_pending_messages =>
+                                {
+                                    pending.push_back(message);
+                                }
+                                // Gone, or too far ahead of the server.
+                                _ => break None,
+                            },
+                        }
+                    };
+                    let Some(counts) = counts else {
+                        break;
+                    };
+                    for msg in counts {
                         mailbox.put(msg.post_id, like_count_frame(msg));
                     }
                     None

@@ -12,6 +12,7 @@ mod balancer;
 mod cluster;
 mod crash;
 mod likes;
+mod limits;
 mod live;
 mod load_panel;
 mod loadgen;
