@@ -272,7 +272,11 @@ impl HeadScan {
             return None;
         }
         for (i, &b) in bytes.iter().enumerate() {
-            let want = if self.matched % 2 == 0 { b'\r' } else { b'\n' };
+            let want = if self.matched.is_multiple_of(2) {
+                b'\r'
+            } else {
+                b'\n'
+            };
             self.matched = if b == want {
                 self.matched + 1
             } else if b == b'\r' {

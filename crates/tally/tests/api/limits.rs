@@ -207,7 +207,7 @@ struct SocketIo {
 
 /// What a Socket.io connect ended in.
 enum Connected {
-    Yes(SocketIo),
+    Yes(Box<SocketIo>),
     Refused(Value),
 }
 
@@ -229,12 +229,12 @@ impl SocketIo {
             return Connected::Refused(serde_json::from_str(err).unwrap());
         }
         assert!(reply.starts_with("40"), "Socket.io connect: {reply}");
-        Connected::Yes(Self { ws })
+        Connected::Yes(Box::new(Self { ws }))
     }
 
     async fn connected(app: &TestApp) -> Self {
         match Self::connect(app).await {
-            Connected::Yes(s) => s,
+            Connected::Yes(s) => *s,
             Connected::Refused(why) => panic!("connect refused: {why}"),
         }
     }
