@@ -618,6 +618,24 @@ test('load panel: a small run draws charts and proves the counts exact', T, asyn
   await ctx.close();
 });
 
+test('the API docs page renders under its Content-Security-Policy, with no violation', T, async () => {
+  const ctx = await browser.newContext({ viewport: DESKTOP });
+  try {
+    const page = await ctx.newPage();
+    const violations = [];
+    page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+    page.on('pageerror', (e) => violations.push(e.message));
+    const response = await page.goto(`${main.base}/docs/`);
+    assert.match(response.headers()['content-security-policy'], /frame-ancestors 'none'/);
+    assert.equal(response.headers()['referrer-policy'], 'no-referrer');
+    await eventually(async () => assert.match(await page.locator('.swagger-ui .info .title').innerText(), /Tally/));
+    await eventually(async () => assert.ok(await page.locator('.opblock').count() > 5, 'the operations are listed'));
+    assert.deepEqual(violations, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('screenshots of the feed and a post page at 375 and 1280 px', T, async () => {
   const dir = tempDir();
   const likers = seed(dir, [], 12);

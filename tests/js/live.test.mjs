@@ -113,3 +113,39 @@ test('after a reconnect, subscribing again gives the current count', async () =>
     socket.close();
   }
 });
+
+test('a malformed subscribe answers an error event with invalid_request; the socket stays usable', async () => {
+  const dir = tempDir();
+  const users = seed(dir, [], 1);
+  const { base } = await serve(dir, []);
+  const post = await createPost(base, users[0].token);
+  const socket = connect(base);
+  try {
+    await new Promise((resolve) => socket.on('connect', resolve));
+    for (const bad of ['nope', { postIds: 'x' }, [true]]) {
+      const error = waitFor(socket, 'error', () => true);
+      socket.emit('subscribe', bad);
+      assert.equal((await error).code, 'invalid_request', JSON.stringify(bad));
+    }
+    const snapshot = waitFor(socket, 'likeCount', (m) => m.postId === post);
+    socket.emit('subscribe', [post]);
+    assert.equal((await snapshot).likeCount, 0);
+  } finally {
+    socket.close();
+  }
+});
+
+test('a message over 64 KiB closes the socket.io connection', async () => {
+  const dir = tempDir();
+  const { base } = await serve(dir, []);
+  const socket = io(base, { transports: ['websocket'], reconnection: false });
+  try {
+    await new Promise((resolve) => socket.on('connect', resolve));
+    const closed = new Promise((resolve) => socket.on('disconnect', resolve));
+    socket.emit('subscribe', Array.from({ length: 20000 }, (_, i) => 1000000 + i));
+    const reason = await closed;
+    assert.match(reason, /transport (close|error)/);
+  } finally {
+    socket.close();
+  }
+});

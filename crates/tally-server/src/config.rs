@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use tally_store::embedded::LikesConfig;
 use tally_store::production::ProductionSettings;
 
+use crate::connections::ConnectionSettings;
 use crate::images::ImageLimits;
+use crate::live::limits::LiveLimits;
 use crate::ratelimit::RateLimitSettings;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +63,10 @@ pub struct Settings {
     pub production: ProductionSettings,
     /// The operator's load panel in the web client.
     pub load_panel: LoadPanelSettings,
+    /// Timeouts and caps on client connections (docs/OPERATIONS.md, "Limits").
+    pub connections: ConnectionSettings,
+    /// Caps on live connections and subscriptions (docs/LIVE.md).
+    pub live_limits: LiveLimits,
 }
 
 /// Who may start load runs from the web client. Off by default: a load run
@@ -151,6 +157,8 @@ impl Default for Settings {
             database_url: None,
             production: ProductionSettings::default(),
             load_panel: LoadPanelSettings::default(),
+            connections: ConnectionSettings::default(),
+            live_limits: LiveLimits::default(),
         }
     }
 }

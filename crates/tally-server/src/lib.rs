@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod cursor;
 pub mod error;
 pub mod images;

@@ -249,12 +249,17 @@ impl Application {
         self.tasks.spawn(Stage::Serve, "housekeeping", move |stop| {
             housekeeping(metrics, state, stop)
         });
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(drain_after(shutdown, self.state.clone()))
-            .await;
+        // Our own accept loop (not `axum::serve`): timeouts and connection
+        // caps, see [`crate::connections`].
+        let served = crate::connections::serve(
+            self.listener,
+            self.router,
+            self.state.settings.connections.clone(),
+            self.state.settings.live_limits.max_message_bytes,
+            drain_after(shutdown, self.state.clone()),
+            SHUTDOWN_DEADLINE,
+        )
+        .await;
         let stopped = self.tasks.shutdown(SHUTDOWN_DEADLINE).await;
         tracing::info!("stopped");
         served?;

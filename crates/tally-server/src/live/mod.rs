@@ -14,6 +14,7 @@
 //! Every count carries its version (monotonic per post): clients keep the
 //! newest of snapshots, pushes and like answers (docs/LIVE.md, "Versions").
 
+pub mod limits;
 pub mod socketio;
 pub mod websocket;
 
@@ -68,6 +69,8 @@ pub struct LiveHub {
     socketio: OnceLock<socketioxide::SocketIo>,
     /// Reads current counts for snapshots on subscribe.
     pub likes: Arc<dyn Likes>,
+    /// Live connections per client IP, both transports (see [`limits`]).
+    pub per_ip: Arc<crate::connections::IpCounter>,
     /// Where trailing pushes wait for their time.
     tasks: Tasks,
     /// Itself, for the trailing pushes' timers (which must not keep the
@@ -109,6 +112,7 @@ impl LiveHub {
             websockets: websocket::Rooms::default(),
             socketio: OnceLock::new(),
             likes,
+            per_ip: Arc::default(),
             tasks: tasks.clone(),
             me: me.clone(),
         });

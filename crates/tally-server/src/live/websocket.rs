@@ -12,25 +12,33 @@
 //! queue: a slow client gets the latest counts when it catches up and never
 //! makes the server buffer without bound (at most one entry per watched
 //! post) or slows anyone else.
+//!
+//! Limits ([`LiveLimits`]): live connections per IP (429 before the
+//! upgrade), posts watched, a subscribe budget, the message size, and a
+//! ping every `ping_interval_ms`: a client that sends nothing (no pong) for
+//! `ping_interval_ms + ping_timeout_ms` is closed, so a dead peer does not
+//! hold a socket and its subscriptions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{LikeCount, LiveHub, MAX_SUBSCRIPTIONS};
+use super::limits::{LiveError, LiveLimits};
+use super::{LikeCount, LiveHub};
+use crate::connections::{IpCounter, IpSlot};
+use crate::error::ApiError;
 use crate::state::AppState;
 use tally_store::domain::PostId;
-
-/// Largest accepted client message.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A connection's pending pushes: the newest message per post, already
 /// serialised (a push to a room is encoded once and shared by reference
@@ -139,31 +147,72 @@ enum ServerMessage {
     Pong,
 }
 
+impl From<LiveError> for ServerMessage {
+    fn from(e: LiveError) -> Self {
+        Self::Error {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// A place in the per-IP cap of live connections, or the 429 answer.
+pub(crate) fn live_slot(state: &AppState, peer: SocketAddr) -> Result<IpSlot, ApiError> {
+    if state.settings.connections.is_exempt(peer.ip()) {
+        return Ok(IpCounter::exempt());
+    }
+    state
+        .live
+        .per_ip
+        .try_acquire(peer.ip(), state.settings.live_limits.max_per_ip)
+        .ok_or_else(|| {
+            metrics::counter!("tally_live_refused_total", "reason" => "per_ip").increment(1);
+            ApiError::TooManyConnections("too many live connections from this address".into())
+        })
+}
+
 /// Live counts over a plain WebSocket.
 #[utoipa::path(get, path = "/v1/live", tag = "live",
-    responses((status = 101, description = "WebSocket; see docs/LIVE.md for the messages")))]
-pub async fn live(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    responses(
+        (status = 101, description = "WebSocket; see docs/LIVE.md for the messages"),
+        (status = 429, description = "Too many live connections from this address", body = crate::error::ErrorBody),
+    ))]
+pub async fn live(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let slot = match live_slot(&state, peer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let hub = state.live.clone();
+    let limits = state.settings.live_limits.clone();
     // Small buffers: the messages are tens of bytes, and tungstenite's
     // 128 KiB default read buffer would cost that much per idle subscriber.
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(socket, hub))
+        .max_message_size(limits.max_message_bytes as usize)
+        .max_frame_size(limits.max_message_bytes as usize)
+        .on_upgrade(move |socket| serve(socket, hub, limits, slot))
 }
 
-async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
+async fn serve(socket: WebSocket, hub: Arc<LiveHub>, limits: LiveLimits, _slot: IpSlot) {
     let conn = hub.websockets.next_id.fetch_add(1, Ordering::Relaxed);
     let mailbox = Arc::new(Mailbox::default());
     let mut watched: HashSet<PostId> = HashSet::new();
+    let mut budget = limits.subscribe_bucket();
     let (mut tx, mut rx) = socket.split();
     metrics::gauge!("tally_live_connections", "transport" => "websocket").increment(1.0);
 
     let writer_mailbox = mailbox.clone();
     let (errors_tx, mut errors_rx) = tokio::sync::mpsc::channel::<ServerMessage>(8);
-    // The writer owns the sending half: pushes and error replies.
+    let ping_every = limits.ping_interval();
+    // The writer owns the sending half: pushes, error replies and pings.
     let writer = tokio::spawn(async move {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             tokio::select! {
                 () = writer_mailbox.ready.notified() => {
@@ -182,12 +231,34 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                         return;
                     }
                 }
+                _ = ping.tick() => {
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
                 else => return,
             }
         }
     });
 
-    while let Some(Ok(message)) = rx.next().await {
+    // Anything from the client (a pong too) proves it alive; silence past
+    // a ping's deadline closes the connection.
+    let silence = limits.ping_interval() + limits.ping_timeout();
+    // Messages read while a subscribe's snapshot was being fetched.
+    let mut pending: VecDeque<Message> = VecDeque::new();
+    loop {
+        let message = match pending.pop_front() {
+            Some(message) => message,
+            None => match tokio::time::timeout(silence, rx.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => break,
+                Err(_) => {
+                    metrics::counter!("tally_live_ping_timeouts_total", "transport" => "websocket")
+                        .increment(1);
+                    break;
+                }
+            },
+        };
         let text = match message {
             Message::Text(text) => text,
             Message::Close(_) => break,
@@ -203,18 +274,43 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
-                if watched.len() + new.len() > MAX_SUBSCRIPTIONS {
-                    Some(ServerMessage::Error {
-                        code: "too_many_subscriptions",
-                        message: format!("at most {MAX_SUBSCRIPTIONS} posts per connection"),
-                    })
+                if watched.len() + new.len() > limits.max_watched {
+                    Some(limits.too_many().into())
+                } else if let Err(limited) = budget.take(new.len()) {
+                    Some(limited.into())
                 } else {
                     for &post in &new {
                         watched.insert(post);
                         hub.watch(post);
                         hub.websockets.join(post, conn, &mailbox);
                     }
-                    for msg in hub.snapshot(&new).await {
+                    // The snapshot reads the store (a 500-post one takes
+                    // ~145 ms on Redis + PostgreSQL): read on meanwhile, so
+                    // a client that leaves is noticed now, not after every
+                    // queued snapshot (its socket sat in CLOSE_WAIT for
+                    // seconds). A client more than `max_pending_messages`
+                    // ahead is closed.
+                    let snapshot = hub.snapshot(&new);
+                    tokio::pin!(snapshot);
+                    let counts = loop {
+                        tokio::select! {
+                            counts = &mut snapshot => break Some(counts),
+                            next = rx.next() => match next {
+                                Some(Ok(message))
+                                    if !matches!(message, Message::Close(_))
+                                        && pending.len() < limits.max_pending_messages =>
+                                {
+                                    pending.push_back(message);
+                                }
+                                // Gone, or too far ahead of the server.
+                                _ => break None,
+                            },
+                        }
+                    };
+                    let Some(counts) = counts else {
+                        break;
+                    };
+                    for msg in counts {
                         mailbox.put(msg.post_id, msg.version, like_count_frame(msg));
                     }
                     None
@@ -230,10 +326,7 @@ async fn serve(socket: WebSocket, hub: Arc<LiveHub>) {
                 None
             }
             Ok(ClientMessage::Ping) => Some(ServerMessage::Pong),
-            Err(err) => Some(ServerMessage::Error {
-                code: "invalid_request",
-                message: err.to_string(),
-            }),
+            Err(err) => Some(LiveError::invalid(err).into()),
         };
         if let Some(reply) = reply
             && errors_tx.try_send(reply).is_err()

@@ -19,7 +19,6 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -82,21 +81,22 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let socketio = live::socketio::layer(state.live.clone(), settings.live_socket_buffer);
+    let socketio = live::socketio::layer(state.live.clone(), &settings);
     let (api, openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
 
-    // Media names are random and never reused, so they can be cached forever.
-    let media_files = Router::new()
-        .fallback_service(ServeDir::new(state.media.dir()))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
+    // The docs page loads only its own files; Swagger UI sets inline
+    // styles, hence 'unsafe-inline' for styles (never for scripts).
+    let docs = Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
         ));
 
     Router::new()
         .merge(api)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .nest(media::URL_PREFIX, media_files)
+        .merge(docs)
+        .nest(media::URL_PREFIX, media::router())
         .merge(crate::web::router())
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
@@ -122,8 +122,23 @@ pub fn router(state: AppState) -> Router {
         // Outermost: Socket.io's long-polling requests must not pass the
         // request timeout (a poll waits by design).
         .layer(socketio)
+        // Every answer, Socket.io's too: no page or API answer leaks its
+        // URL to another site.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static(REFERRER_POLICY),
+        ))
         .with_state(state)
 }
+
+/// Sent on every answer (see [`router`]).
+pub const REFERRER_POLICY: &str = "no-referrer";
+
+/// `/docs`: its own scripts only, inline styles (Swagger UI sets them), no
+/// framing.
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// Answers 503 when a request takes too long, in our error shape.
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {

@@ -15,6 +15,7 @@ mod fencing;
 mod faultproxy;
 mod faults;
 mod likes;
+mod limits;
 mod live;
 mod load_panel;
 mod loadgen;
