@@ -1,5 +1,15 @@
 -- The like script: see scripts.rs for its contract. Loaded by the
 -- service (include_str!) and by bench/redis_ceiling.py.
+-- ARGV[10]: the sender's deadline (its clock, ms; 0 or absent: none). A
+-- script held on a stalled link runs when the link heals; its sender has
+-- answered 503 and may answer the same user from PostgreSQL meanwhile, so
+-- running it late (with a newer version) could undo that answer.
+local deadline = tonumber(ARGV[10] or '0')
+if deadline > 0 then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now_ms > deadline then return {-2, now_ms, 0, 0} end
+end
 if KEYS[7] then
   -- A toggle carries a request id: a replay (a cluster client re-sends a
   -- script after a dropped connection) answers what the first run did

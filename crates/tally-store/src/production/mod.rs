@@ -190,6 +190,9 @@ impl Production {
             self.waiters.clone(),
             Duration::from_millis(self.settings.replication_timeout_ms),
         )
+        .with_late_after(Duration::from_millis(
+            self.settings.redis_timeout_ms + self.settings.redis_timeout_ms / 2,
+        ))
     }
 
     /// Who likes `post` according to PostgreSQL (`None`: no such post).

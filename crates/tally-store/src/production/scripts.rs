@@ -12,11 +12,13 @@ use redis::Script;
 /// toggle its reply key (see [`super::Keys::reply`]). ARGV: user, op
 /// (like|unlike|toggle), post, now_ms, live channel, `1` if that channel is
 /// sharded (a cluster), the minute and hour buckets' TTLs in ms, and for a
-/// toggle how long its reply is kept in ms (default 10 s). A change is
+/// toggle how long its reply is kept in ms (default 10 s), and the
+/// sender's deadline in ms by its clock (0: none). A change is
 /// published there as `"{post} {count} {version}"`, for live counts on
 /// every node, and adds ±1 to the post in both trending buckets (a bucket
 /// that nets to 0 drops the post).
-/// Returns `{status, count, liked, version}`: status -1 = the post is not
+/// Returns `{status, count, liked, version}`: status -2 = started after
+/// the deadline and did nothing (`count` is then Redis's time in ms), -1 = the post is not
 /// loaded (load it from PostgreSQL and retry), 0 = nothing changed, 1 =
 /// changed (and the event is in the stream).
 ///

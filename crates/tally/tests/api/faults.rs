@@ -624,19 +624,13 @@ async fn redis_latency_under_load_keeps_the_count_exact() {
     through_a_proxy(Path::Redis, Fault::Latency).await;
 }
 
-/// Fails: a like answered 200 is undone in PostgreSQL (`user N post M:
-/// answers Pair { acked: Some(true), .. }, PostgreSQL says false`). The
-/// commands the node sent before the stall are held, answered 503 after
-/// `redis_timeout_ms`, and the node switches to PostgreSQL; the user's next
-/// like is written there (version: PostgreSQL's clock). On release Redis
-/// runs the held commands, and their events carry *Redis's* clock at that
-/// later time as version, so the write-behind lets a stale unlike overwrite
-/// the newer answer: the wrong rows' versions are Redis-clock times 3–15
-/// ms after the release (failed in 4 of 6 runs; run it with `--ignored`).
-/// Ignored until the like script stops stamping a late command as newer
-/// than the fallback's answers (see "What the fault suite measured" in
-/// docs/OPERATIONS.md).
-#[ignore = "finds a bug: held Redis commands applied after the fallback override its answers"]
+/// The bug this found: commands the node sent before the stall are held,
+/// answered 503 after `redis_timeout_ms`, and the node switches to
+/// PostgreSQL, where the user's next like is written (version: PostgreSQL's
+/// clock). On release Redis ran the held commands, stamped with *its* later
+/// clock, and the write-behind let a stale unlike overwrite the newer
+/// answer (4 of 6 runs failed). The like script now refuses to run after
+/// its sender's deadline (`RedisLikes::with_late_after`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_stalled_under_load_keeps_the_count_exact_and_recovers() {
     through_a_proxy(Path::Redis, Fault::Stall).await;

@@ -74,7 +74,13 @@ pub struct RedisLikes {
     idempotency_retention: Duration,
     /// Keyed toggles' answers while serving from PostgreSQL (this node only).
     fallback_replays: ReplayCache,
+    /// A like script that starts running later than this after it was
+    /// sent refuses to run (see [`Self::apply_redis`]); zero: never.
+    late_after: Duration,
 }
+
+/// The like script's status for "started after its deadline, did nothing".
+const LATE: i64 = -2;
 
 impl RedisLikes {
     pub fn new(
@@ -101,7 +107,18 @@ impl RedisLikes {
             replication_timeout: Duration::from_secs(1),
             idempotency_retention: Duration::from_secs(600),
             fallback_replays: ReplayCache::new(Duration::from_secs(600), 100_000),
+            late_after: Duration::ZERO,
         }
+    }
+
+    /// How late a like script may start before it refuses to run: more
+    /// than the request's own timeout (its caller has answered 503 by
+    /// then) and less than the two failed pings that switch the node to
+    /// PostgreSQL (`failover::watch_redis`), so a held script never lands
+    /// after an answer given from PostgreSQL.
+    pub fn with_late_after(mut self, late_after: Duration) -> Self {
+        self.late_after = late_after;
+        self
     }
 
     /// How long a keyed toggle's answer is kept (in Redis, and per node
@@ -188,25 +205,10 @@ impl RedisLikes {
     ) -> Result<Option<(LikeOutcome, i64)>, redis::RedisError> {
         let partition = self.keys.partition(post);
         let started = Instant::now();
-        let mut script = scripts::LIKE.prepare_invoke();
-        script
-            .key(self.keys.count(post))
-            .key(self.keys.likers(post))
-            .key(self.keys.stream(partition))
-            .key(self.keys.seq(partition));
         // The trending buckets are named by this node's clock: a script's
         // keys must be named before it runs, so it cannot name them from
         // its own `TIME` (docs/ARCHITECTURE.md, decisions).
         let now = now_ms();
-        for granularity in [Granularity::Minute, Granularity::Hour] {
-            script.key(
-                self.keys
-                    .trend(partition, granularity, granularity.bucket(now)),
-            );
-        }
-        if let Some((id, _)) = request {
-            script.key(self.keys.reply(post, id));
-        }
         // Borrowed on one Redis: no allocation per like for the channel.
         let shard_channel;
         let channel: &str = if self.cluster {
@@ -215,19 +217,65 @@ impl RedisLikes {
         } else {
             &self.live_channel
         };
-        let (status, count, liked, version): (i64, i64, i64, i64) = script
-            .arg(user)
-            .arg(op.as_str())
-            .arg(post)
-            .arg(now)
-            .arg(channel)
-            .arg(if self.cluster { "1" } else { "0" })
-            .arg(trending::MINUTE_BUCKET_TTL_MS)
-            .arg(trending::HOUR_BUCKET_TTL_MS)
-            .arg(request.map_or(0, |(_, keep)| keep.as_millis().max(1) as u64))
-            .invoke_async(redis)
-            .await?;
+        let script = |deadline: i64| {
+            let mut script = scripts::LIKE.prepare_invoke();
+            script
+                .key(self.keys.count(post))
+                .key(self.keys.likers(post))
+                .key(self.keys.stream(partition))
+                .key(self.keys.seq(partition));
+            for granularity in [Granularity::Minute, Granularity::Hour] {
+                script.key(
+                    self.keys
+                        .trend(partition, granularity, granularity.bucket(now)),
+                );
+            }
+            if let Some((id, _)) = request {
+                script.key(self.keys.reply(post, id));
+            }
+            script
+                .arg(user)
+                .arg(op.as_str())
+                .arg(post)
+                .arg(now)
+                .arg(channel)
+                .arg(if self.cluster { "1" } else { "0" })
+                .arg(trending::MINUTE_BUCKET_TTL_MS)
+                .arg(trending::HOUR_BUCKET_TTL_MS)
+                .arg(request.map_or(0, |(_, keep)| keep.as_millis().max(1) as u64))
+                .arg(deadline);
+            script
+        };
+        // The deadline, by this node's clock: a script held on a stalled
+        // link and run after it is refused, since by then this node may
+        // answer the same user from PostgreSQL with an older version than
+        // the late event would carry (found by tests/api/faults.rs).
+        let deadline = match self.late_after.is_zero() {
+            true => 0,
+            false => now + self.late_after.as_millis() as i64,
+        };
+        let (mut status, mut count, mut liked, mut version): (i64, i64, i64, i64) =
+            script(deadline).invoke_async(redis).await?;
+        if status == LATE && started.elapsed() < self.late_after {
+            // Refused although it came back in time: the clocks of this
+            // node and Redis disagree by more than the margin. Run without
+            // the deadline rather than refuse every like; say so loudly.
+            metrics::counter!("tally_redis_clock_skew_total").increment(1);
+            tracing::error!(
+                node_ms = now,
+                redis_ms = count,
+                "this node's clock and Redis's disagree; late like scripts are not refused until they agree (run NTP)"
+            );
+            (status, count, liked, version) = script(0).invoke_async(redis).await?;
+        }
         metrics::histogram!("tally_redis_like_seconds").record(started.elapsed().as_secs_f64());
+        if status == LATE {
+            metrics::counter!("tally_redis_late_refused_total").increment(1);
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the like script started after its deadline and did not run",
+            )));
+        }
         if status < 0 {
             return Ok(None);
         }
