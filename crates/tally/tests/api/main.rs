@@ -15,6 +15,7 @@ mod likes;
 mod live;
 mod load_panel;
 mod loadgen;
+mod monitoring;
 mod operations;
 mod posts;
 mod production;
