@@ -2,6 +2,7 @@
 //! merges them, adds the cross-cutting layers (limits, timeouts, logs,
 //! metrics, panic safety) and serves the OpenAPI document and media files.
 
+mod common_errors;
 mod extract;
 mod health;
 mod likes;
@@ -66,7 +67,9 @@ impl Modify for BearerAuth {
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi(max_upload_bytes: usize) -> utoipa::openapi::OpenApi {
-    api_routes(max_upload_bytes).split_for_parts().1
+    let mut openapi = api_routes(max_upload_bytes).split_for_parts().1;
+    common_errors::add(&mut openapi);
+    openapi
 }
 
 fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
@@ -83,7 +86,8 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let socketio = live::socketio::layer(state.live.clone(), settings.live_socket_buffer);
-    let (api, openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
+    let (api, mut openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
+    common_errors::add(&mut openapi);
 
     // Media names are random and never reused, so they can be cached forever.
     let media_files = Router::new()
