@@ -94,12 +94,13 @@ run_backend() { # run_backend <embedded|redis_pg>
 
     log "schemathesis on $backend ($base, $MAX_EXAMPLES cases per operation and phase, seed $SEED)"
     local status=0
-    "$VENV/bin/schemathesis" run "$base/openapi.json" \
+    # From the work dir: schemathesis keeps its example database in ./.schemathesis.
+    (cd "$WORK" && "$VENV/bin/schemathesis" run "$base/openapi.json" \
         --header "Authorization: Bearer $token" \
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
         --exclude-path /v1/live \
         --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 2 --request-timeout 30 \
-        --no-color || status=$?
+        --no-color) || status=$?
     if [ "$status" -ne 0 ]; then
         log "$backend: the node's log:"
         tail -50 "$WORK/$backend/stderr" >&2
