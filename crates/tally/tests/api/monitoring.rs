@@ -27,6 +27,64 @@ const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../deploy/prometheus/tally-rules.yml"
 );
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../deploy/grafana/tally.json"
+);
+const OPERATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md");
+
+/// The PromQL of every panel of the Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(DASHBOARD).expect("read deploy/grafana/tally.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let queries: Vec<String> = panels
+        .iter()
+        .filter_map(|p| p["targets"].as_array())
+        .flatten()
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        queries.len() > 10,
+        "the dashboard has few queries: {queries:?}"
+    );
+    queries
+}
+
+/// Tally's metric names a text mentions (histogram series as their base name).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            ["tally_", "process_", "http_request"]
+                .iter()
+                .any(|p| w.starts_with(p))
+        })
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every metric the rules and the dashboard read is one docs/OPERATIONS.md
+/// documents: a renamed or misspelt metric would make a rule or a panel
+/// silently empty.
+#[test]
+fn rules_and_dashboard_read_documented_metrics() {
+    let docs = std::fs::read_to_string(OPERATIONS).expect("read docs/OPERATIONS.md");
+    let documented = metric_names(&docs);
+    let rules = std::fs::read_to_string(RULES).expect("read the rules");
+    let used = metric_names(&rules)
+        .into_iter()
+        .chain(dashboard_queries().iter().flat_map(|q| metric_names(q)))
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(used.contains("tally_reconcile_drift_left"), "{used:?}");
+    let missing: Vec<_> = used.difference(&documented).collect();
+    assert!(missing.is_empty(), "not in docs/OPERATIONS.md: {missing:?}");
+}
 
 /// A Prometheus server scraping one node every second with the shipped
 /// rules, on a free port with its own storage; killed on drop.
@@ -96,9 +154,22 @@ impl Prometheus {
         body["data"].clone()
     }
 
+    /// Runs an instant query; fails the test if Prometheus refuses it.
+    async fn query(&self, query: &str) -> Value {
+        let r = Client::new()
+            .get(format!("{}/api/v1/query", self.base))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .expect("prometheus answers");
+        let body: Value = r.json().await.expect("prometheus JSON");
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        body["data"].clone()
+    }
+
     /// The value of an instant query with one series, once there is one.
     async fn scalar(&self, query: &str) -> Option<f64> {
-        let data = self.api(&format!("/api/v1/query?query={query}")).await;
+        let data = self.query(query).await;
         data["result"][0]["value"][1].as_str()?.parse().ok()
     }
 
@@ -257,6 +328,16 @@ async fn the_drift_alert_fires_on_a_real_node_with_drift() {
             .then_some(())
     })
     .await;
+    // Every panel of the dashboard is a query Prometheus accepts, and the
+    // panels on what this node surely has show data.
+    for query in dashboard_queries() {
+        let query = query.replace("$instance", ".*");
+        let data = prometheus.query(&query).await;
+        let has_data = data["result"].as_array().is_some_and(|r| !r.is_empty());
+        if query.contains("tally_reconcile_drift_left") || query.contains("process_open_fds") {
+            assert!(has_data, "no data for {query}");
+        }
+    }
     // Nothing else fires on a healthy node.
     for quiet in [
         "TallyFallbackActive",
