@@ -28,6 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from like_http import BIN, ENV, ROOT, Backend, Tenant, build_release, png, prove_counts  # noqa: E402
 
+if __name__ == "__main__" and sys.argv[1:2] == ["plot"]:
+    # `soak.py plot <json> <png>`: the plot alone, run by the venv's Python (plot_png).
+    PLOT_ONLY = True
+else:
+    PLOT_ONLY = False
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--smoke", action="store_true", help="~20 s, small, results in target/bench-smoke/")
 ap.add_argument("--minutes", type=float, help="length of the load (default 30; smoke 1/3)")
@@ -36,7 +41,7 @@ ap.add_argument("--threads", type=int, default=8, help="HTTP connections sending
 ap.add_argument("--subscribers", type=int, help="live WebSocket subscribers (default 1000; smoke 50)")
 ap.add_argument("--posts", type=int, help="posts liked and watched (default 100; smoke 10)")
 ap.add_argument("--users", type=int, help="users liking (default 10,000; smoke 200)")
-OPTS = ap.parse_args()
+OPTS = ap.parse_args([] if PLOT_ONLY else None)
 
 SMOKE = OPTS.smoke
 MINUTES = OPTS.minutes or (1 / 3 if SMOKE else 30)
