@@ -2,6 +2,7 @@
 //! merges them, adds the cross-cutting layers (limits, timeouts, logs,
 //! metrics, panic safety) and serves the OpenAPI document and media files.
 
+mod common_errors;
 mod extract;
 mod health;
 mod likes;
@@ -65,7 +66,9 @@ impl Modify for BearerAuth {
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi(max_upload_bytes: usize) -> utoipa::openapi::OpenApi {
-    api_routes(max_upload_bytes).split_for_parts().1
+    let mut openapi = api_routes(max_upload_bytes).split_for_parts().1;
+    common_errors::add(&mut openapi);
+    openapi
 }
 
 fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
@@ -82,7 +85,8 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let socketio = live::socketio::layer(state.live.clone(), &settings);
-    let (api, openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
+    let (api, mut openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
+    common_errors::add(&mut openapi);
 
     // The docs page loads only its own files; Swagger UI sets inline
     // styles, hence 'unsafe-inline' for styles (never for scripts).

@@ -29,6 +29,9 @@ pub struct DriftReport {
     /// `posts.like_count` differs from the rows.
     pub pg_count_drift: u64,
     pub repaired: u64,
+    /// Drifted posts this pass left as they were (all of them without
+    /// repair; with it, those whose repair lost a race with a new like).
+    pub left: u64,
     /// The first differences, for people.
     pub details: Vec<String>,
 }
@@ -107,6 +110,8 @@ pub async fn reconcile(
                 if repair {
                     repair_count(pg, post).await?;
                     report.repaired += 1;
+                } else {
+                    report.left += 1;
                 }
             }
             let Some(view) = views.get(&post) else {
@@ -137,6 +142,8 @@ pub async fn reconcile(
             }
             if drifted && repair && replace(redis, keys, post, &pg_likers, view.seq).await? {
                 report.repaired += 1;
+            } else if drifted {
+                report.left += 1;
             }
         }
     }
@@ -148,6 +155,11 @@ pub async fn reconcile(
         .increment(report.pg_count_drift);
     metrics::counter!("tally_reconcile_repaired_total").increment(report.repaired);
     metrics::gauge!("tally_reconcile_last_drift").set(report.drift() as f64);
+    metrics::gauge!("tally_reconcile_drift_left").set(report.left as f64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("tally_reconcile_last_run_timestamp_seconds").set(now);
     Ok(report)
 }
 

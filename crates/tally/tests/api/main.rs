@@ -20,6 +20,7 @@ mod live;
 mod load_panel;
 mod loadgen;
 mod memory;
+mod monitoring;
 mod operations;
 mod posts;
 mod production;
