@@ -19,5 +19,6 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod text;
 pub mod trending;
 pub mod web;

@@ -14,6 +14,7 @@ use super::views::UserView;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::text;
 use tally_store::accounts::password;
 use tally_store::domain::{Password, Username};
 
@@ -34,11 +35,19 @@ pub struct Credentials {
     password: Password,
 }
 
+impl Credentials {
+    /// Both fields through [`text::check`], at sign-up and at sign-in alike.
+    fn check_text(&self) -> Result<(), ApiError> {
+        text::check(text::Kind::Username, &self.username)?;
+        text::check(text::Kind::Password, self.password.expose())
+    }
+}
+
 /// Create a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials,
     responses(
         (status = 201, body = UserView),
-        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: bad username or password shape; `invalid_text`: NUL, control or invisible format characters"),
         (status = 409, body = ErrorBody, description = "`username_taken`"),
     ))]
 async fn create_user(
@@ -47,6 +56,7 @@ async fn create_user(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, axum::Json<UserView>), ApiError> {
     state.limits.check_auth(peer.ip())?;
+    body.check_text()?;
     let username = Username::parse(&body.username).map_err(ApiError::InvalidRequest)?;
     body.password
         .check_new()
@@ -73,6 +83,7 @@ pub struct Session {
 #[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = Credentials,
     responses(
         (status = 200, body = Session),
+        (status = 400, body = ErrorBody, description = "`invalid_text`: NUL, control or invisible format characters"),
         (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
     ))]
 async fn create_session(
@@ -81,6 +92,8 @@ async fn create_session(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<axum::Json<Session>, ApiError> {
     state.limits.check_auth(peer.ip())?;
+    // Before any store sees the name: PostgreSQL refuses NUL with an error.
+    body.check_text()?;
     let found = state.catalog.credentials(&body.username).await?;
     // Verify against a dummy hash for unknown users, so the answer takes as
     // long either way and does not reveal which usernames exist.

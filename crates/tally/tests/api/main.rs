@@ -11,6 +11,7 @@ mod nodes;
 mod balancer;
 mod cluster;
 mod crash;
+mod hygiene;
 mod likes;
 mod live;
 mod load_panel;
