@@ -15,6 +15,7 @@ use tally_store::production::ProductionSettings;
 
 use crate::images::ImageLimits;
 use crate::ratelimit::RateLimitSettings;
+use crate::sessions::AuthSettings;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "snake_case")]
@@ -61,6 +62,8 @@ pub struct Settings {
     pub production: ProductionSettings,
     /// The operator's load panel in the web client.
     pub load_panel: LoadPanelSettings,
+    /// Session checks and signing key reloads (see [`crate::sessions`]).
+    pub auth: AuthSettings,
 }
 
 /// Who may start load runs from the web client. Off by default: a load run
@@ -142,6 +145,7 @@ impl Default for Settings {
             database_url: None,
             production: ProductionSettings::default(),
             load_panel: LoadPanelSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

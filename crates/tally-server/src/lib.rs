@@ -16,6 +16,7 @@ pub mod load_panel;
 pub mod media;
 pub mod ratelimit;
 pub mod routes;
+pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Sign-up (`POST /v1/users`) and sign-in (`POST /v1/sessions`).
+//! Sign-up (`POST /v1/users`), sign-in (`POST /v1/sessions`) and sign-out
+//! (`DELETE /v1/sessions/current`).
 
 use std::net::SocketAddr;
 
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user))
         .routes(routes!(create_session))
+        .routes(routes!(delete_session))
         .routes(routes!(me))
 }
 
@@ -119,6 +121,26 @@ async fn create_session(
     }))
 }
 
+/// Sign out: this token (its session) is refused from now on, on every
+/// node; the user's other sessions stay signed in.
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: no token, or already signed out or expired"),
+    ))]
+async fn delete_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<StatusCode, ApiError> {
+    state
+        .sessions
+        .revoke(user.id, &user.session, user.expires_at)
+        .await?;
+    tracing::info!(user = user.id, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Me {
@@ -128,7 +150,8 @@ pub struct Me {
     load_panel: bool,
 }
 
-/// Who the token belongs to; `401` once it has expired.
+/// Who the token belongs to; `401` once it has expired or was signed out,
+/// or when its user no longer exists.
 #[utoipa::path(get, path = "/v1/me", tag = "users",
     security(("bearer" = [])),
     responses(

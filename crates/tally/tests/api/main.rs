@@ -19,6 +19,7 @@ mod loadgen;
 mod operations;
 mod posts;
 mod production;
+mod sessions;
 mod trending;
 mod users;
 mod web;
