@@ -10,7 +10,8 @@
     bench/like_http.py --sessions the cost of the session check (sign-out, deleted users) on the
                                   like path: one build, the check off and on
                                   (TALLY_AUTH__CHECK_SESSIONS), alternating, on both backends;
-                                  results in bench/results/like-http-sessions.json
+                                  results in bench/results/like-http-sessions-{users}-users.json
+                                  (TALLY_BENCH_USERS=N: N users instead of 100,000)
 
 For each backend it seeds users (`tally users seed`), creates posts and starts
 one `tally serve`. Then it alternates wrk runs between the backends (embedded,
@@ -32,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = "--smoke" in sys.argv
 CFG = dict(duration="2s", users=500, posts=5, connections=8, threads=1, repeat=1, drain_load="2s") if SMOKE \
     else dict(duration="20s", users=100_000, posts=100, connections=64, threads=2, repeat=3, drain_load="10s")
+if os.environ.get("TALLY_BENCH_USERS"):
+    # Fewer users: each sends more likes per session (the session check's cache hits).
+    CFG["users"] = int(os.environ["TALLY_BENCH_USERS"])
 OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
 REDIS = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TALLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -324,10 +328,10 @@ def main():
         subprocess.run(["rm", "-rf", str(work)])
 
     if SESSIONS:
-        write_results("like-http-sessions.json",
+        write_results(f"like-http-sessions-{CFG['users']}-users.json",
                       "PUT /v1/posts/{id}/like with wrk: the session check (auth.check_sessions) off vs on, "
                       "embedded and Redis + PostgreSQL, alternating runs; p50_ms/p99_ms in *_on_over_off are on minus off",
-                      "bench/like_http.py --sessions", results)
+                      ("TALLY_BENCH_USERS=%d " % CFG["users"] if os.environ.get("TALLY_BENCH_USERS") else "") + "bench/like_http.py --sessions", results)
         return
     write_results("like-http-compare.json" if COMPARE else "like-http.json",
                   "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs"
