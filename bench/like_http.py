@@ -7,6 +7,11 @@
                                   the like path of two builds side by side: OLD_BIN and
                                   this tree's, alternating, on both backends (no drain
                                   phase); results in bench/results/like-http-compare.json
+    bench/like_http.py --sessions the cost of the session check (sign-out, deleted users) on the
+                                  like path: one build, the check off and on
+                                  (TALLY_AUTH__CHECK_SESSIONS), alternating, on both backends;
+                                  results in bench/results/like-http-sessions-{users}-users.json
+                                  (TALLY_BENCH_USERS=N: N users instead of 100,000)
 
 For each backend it seeds users (`tally users seed`), creates posts and starts
 one `tally serve`. Then it alternates wrk runs between the backends (embedded,
@@ -28,11 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = "--smoke" in sys.argv
 CFG = dict(duration="2s", users=500, posts=5, connections=8, threads=1, repeat=1, drain_load="2s") if SMOKE \
     else dict(duration="20s", users=100_000, posts=100, connections=64, threads=2, repeat=3, drain_load="10s")
+if os.environ.get("TALLY_BENCH_USERS"):
+    # Fewer users: each sends more likes per session (the session check's cache hits).
+    CFG["users"] = int(os.environ["TALLY_BENCH_USERS"])
 OUT = (ROOT / "target/bench-smoke") if SMOKE else (ROOT / "bench/results")
 REDIS = os.environ.get("TALLY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TALLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 BIN = os.environ.get("TALLY_BIN") or str(Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release/tally")
 COMPARE = sys.argv[sys.argv.index("--compare") + 1] if "--compare" in sys.argv else None
+SESSIONS = "--sessions" in sys.argv
 # No load balancer watches these nodes: SIGTERM stops them at once
 # (TALLY_DRAIN_GRACE_MS, docs/OPERATIONS.md).
 ENV = dict(os.environ, TALLY_RATE_LIMITS__USER_WRITES_PER_SEC="0", RUST_LOG="warn",
@@ -89,7 +98,7 @@ def metrics(base):
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
-        m = re.match(r"^(tally_sync_lag_seconds|tally_sync_backlog_events|tally_sync_events_total|tally_like_ops_total)(\{[^}]*\})?\s+(\S+)$", line)
+        m = re.match(r"^(tally_sync_lag_seconds|tally_sync_backlog_events|tally_sync_events_total|tally_like_ops_total|tally_auth_session_lookups_total|tally_auth_session_lookup_errors_total)(\{[^}]*\})?\s+(\S+)$", line)
         if m:
             key = m.group(1) + (m.group(2) or "")
             out[key] = float(m.group(3))
@@ -97,9 +106,10 @@ def metrics(base):
 
 
 class Backend:
-    def __init__(self, name, work, extra_args, bin=None):
+    def __init__(self, name, work, extra_args, bin=None, env=None):
         self.name, self.work, self.args = name, work, extra_args
         self.bin = bin or BIN
+        self.env = env
         self.data = work / name
         self.proc = None
 
@@ -109,7 +119,7 @@ class Backend:
 
     def serve(self, env=None):
         self.proc = subprocess.Popen([self.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data), *self.args],
-                                     stdout=subprocess.PIPE, env=env or ENV, text=True)
+                                     stdout=subprocess.PIPE, env=env or self.env or ENV, text=True)
         line = self.proc.stdout.readline()
         assert line.startswith("tally listening on "), f"{self.name} did not start: {line!r}"
         self.base = line.strip().removeprefix("tally listening on ")
@@ -237,6 +247,9 @@ def alternate(backends, work, results, production):
             elapsed = time.time() - started
             after = metrics(b.base)
             stop.set(); t.join()
+            if SESSIONS:
+                lookups = after.get("tally_auth_session_lookups_total", 0) - before.get("tally_auth_session_lookups_total", 0)
+                r["session_lookups_per_like"] = round(lookups / max(r["likes_per_sec"] * elapsed, 1), 3)
             if production(b):
                 r["sync_rows_per_sec"] = round((after.get("tally_sync_events_total", 0) - before.get("tally_sync_events_total", 0)) / elapsed, 1)
                 lags = [s[0] for s in samples]
@@ -276,6 +289,14 @@ def main():
     prefix, prod_args = tenant.prefix, tenant.args
     backends = [Backend("embedded", work, []), Backend("redis_pg", work, prod_args)]
     tenants = [tenant]
+    if SESSIONS:
+        # One build, the session check off and on, each with stores of its
+        # own; runs alternate over all four.
+        other = Tenant()
+        tenants.append(other)
+        off = dict(ENV, TALLY_AUTH__CHECK_SESSIONS="false")
+        backends = [Backend("embedded@check-off", work, [], env=off), Backend("embedded@check-on", work, []),
+                    Backend("redis_pg@check-off", work, other.args, env=off), Backend("redis_pg@check-on", work, prod_args)]
     if COMPARE:
         # Each build on each backend, with stores of its own; runs alternate
         # over all four so that they share the machine's noise.
@@ -286,7 +307,13 @@ def main():
     try:
         results = prepare(backends, work)
         alternate(backends, work, results, lambda b: b.name.startswith("redis_pg"))
-        if COMPARE:
+        if SESSIONS:
+            for backend in ("embedded", "redis_pg"):
+                on, off = (results[f"{backend}@check-{x}"]["median"] for x in ("on", "off"))
+                results[f"{backend}_on_over_off"] = {"likes_per_sec": round(on["likes_per_sec"] / off["likes_per_sec"], 3),
+                                                     "p50_ms": round(on["p50_ms"] - off["p50_ms"], 3),
+                                                     "p99_ms": round(on["p99_ms"] - off["p99_ms"], 3)}
+        elif COMPARE:
             for backend in ("embedded", "redis_pg"):
                 before = results[f"{backend}@before"]["median"]["likes_per_sec"]
                 after = results[f"{backend}@after"]["median"]["likes_per_sec"]
@@ -300,6 +327,12 @@ def main():
             t.drop()
         subprocess.run(["rm", "-rf", str(work)])
 
+    if SESSIONS:
+        write_results(f"like-http-sessions-{CFG['users']}-users.json",
+                      "PUT /v1/posts/{id}/like with wrk: the session check (auth.check_sessions) off vs on, "
+                      "embedded and Redis + PostgreSQL, alternating runs; p50_ms/p99_ms in *_on_over_off are on minus off",
+                      ("TALLY_BENCH_USERS=%d " % CFG["users"] if os.environ.get("TALLY_BENCH_USERS") else "") + "bench/like_http.py --sessions", results)
+        return
     write_results("like-http-compare.json" if COMPARE else "like-http.json",
                   "PUT /v1/posts/{id}/like with wrk, embedded vs Redis + PostgreSQL, alternating runs"
                   + (f"; two builds ({COMPARE} before, this tree after)" if COMPARE else ""),

@@ -1,10 +1,13 @@
 //! Who is calling: axum extractors that turn an `Authorization: Bearer …`
-//! header into a user id. Tokens themselves (signing, verification,
-//! password hashing) are [`tally_store::accounts`]'s.
+//! header into a user. Tokens themselves (signing, verification, password
+//! hashing) are [`tally_store::accounts`]'s; whether a well-signed token's
+//! session is still alive (not signed out, its user not gone) is
+//! [`crate::sessions`]'s cached check, run here for every route alike.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use tally_store::accounts::{TokenError, Verified};
 use tally_store::domain::UserId;
 
 use crate::error::ApiError;
@@ -16,6 +19,10 @@ pub struct AuthUser {
     pub id: UserId,
     /// From the signed token (usernames never change).
     pub username: String,
+    /// The token's session: what sign-out revokes.
+    pub session: String,
+    /// The token's expiry, Unix seconds.
+    pub expires_at: u64,
 }
 
 /// A caller who may be anonymous; a present but invalid token is still 401,
@@ -36,14 +43,24 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
-fn verify(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
-    let claims = state
-        .tokens
-        .verify(token)
+async fn verify(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let verified: Verified = match state.tokens.verify(token) {
+        Err(TokenError::UnknownKey) if state.sessions.reload_keys_on_demand().await => {
+            state.tokens.verify(token)
+        }
+        other => other,
+    }
+    .map_err(|_| ApiError::Unauthorized)?;
+    let id = verified
+        .claims
+        .user_id()
         .map_err(|_| ApiError::Unauthorized)?;
+    state.sessions.check(id, &verified.session).await?;
     Ok(AuthUser {
-        id: claims.user_id().map_err(|_| ApiError::Unauthorized)?,
-        username: claims.name,
+        id,
+        username: verified.claims.name,
+        session: verified.session,
+        expires_at: verified.claims.exp,
     })
 }
 
@@ -52,7 +69,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
-        verify(state, token)
+        verify(state, token).await
     }
 }
 
@@ -62,7 +79,7 @@ impl FromRequestParts<AppState> for MaybeUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match bearer(parts)? {
             None => Ok(Self(None)),
-            Some(token) => Ok(Self(Some(verify(state, token)?.id))),
+            Some(token) => Ok(Self(Some(verify(state, token).await?.id))),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::connections::ConnectionSettings;
 use crate::images::ImageLimits;
 use crate::live::limits::LiveLimits;
 use crate::ratelimit::RateLimitSettings;
+use crate::sessions::AuthSettings;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "snake_case")]
@@ -67,6 +68,8 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     /// Caps on live connections and subscriptions (docs/LIVE.md).
     pub live_limits: LiveLimits,
+    /// Session checks and signing key reloads (see [`crate::sessions`]).
+    pub auth: AuthSettings,
 }
 
 /// Who may start load runs from the web client. Off by default: a load run
@@ -159,6 +162,7 @@ impl Default for Settings {
             load_panel: LoadPanelSettings::default(),
             connections: ConnectionSettings::default(),
             live_limits: LiveLimits::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

@@ -17,8 +17,14 @@ use tally_store::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     InvalidRequest(String),
+    /// Text with characters it may not hold (see [`crate::text`]).
+    #[error("{0}")]
+    InvalidText(String),
     #[error("authentication required or token invalid")]
     Unauthorized,
+    /// A well-signed token that was signed out, or whose user is gone.
+    #[error("this session has ended; sign in again")]
+    SessionRevoked,
     #[error("invalid username or password")]
     BadCredentials,
     #[error("{0}")]
@@ -79,6 +85,10 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::InvalidText(_) => (StatusCode::BAD_REQUEST, "invalid_text"),
+            // The same code as any dead token: every client already signs
+            // out on it; the message tells the two apart for people.
+            Self::SessionRevoked => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::BadCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

@@ -29,6 +29,7 @@ use crate::load_panel::LoadPanel;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
 use crate::routes;
+use crate::sessions::Sessions;
 use crate::state::{AppState, Shared};
 use crate::trending::TrendingCache;
 
@@ -172,8 +173,20 @@ impl Application {
                 },
             );
         }
-        let secrets = backend.catalog.signing_secrets().await?;
-        let tokens = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))?;
+        let keys = backend.catalog.signing_keys().await?;
+        let tokens = Arc::new(TokenKeys::new(
+            &keys,
+            Duration::from_secs(settings.token_ttl_secs),
+        )?);
+        let sessions = Arc::new(Sessions::new(
+            backend.catalog.clone(),
+            tokens.clone(),
+            settings.auth.clone(),
+        ));
+        tasks.spawn(Stage::Serve, "signing-key-reload", {
+            let sessions = sessions.clone();
+            move |stop| sessions.reload_keys_until(stop)
+        });
         let media_dir = settings.data_dir.join("media");
         let media = MediaStore::open(media_dir.clone())
             .await
@@ -198,7 +211,8 @@ impl Application {
             live,
             catalog: backend.catalog,
             likes: backend.likes,
-            tokens: Arc::new(tokens),
+            tokens,
+            sessions,
             media,
             limits: RateLimits::new(settings.rate_limits),
             metrics: crate::telemetry::metrics_handle(),
@@ -402,8 +416,8 @@ pub async fn seed_users(
     let seeded = async {
         let users = backend.catalog.seed_users(prefix, count).await?;
         if let Some(path) = tokens_out {
-            let secrets = backend.catalog.signing_secrets().await?;
-            let keys = TokenKeys::new(&secrets, Duration::from_secs(settings.token_ttl_secs))?;
+            let keys = backend.catalog.signing_keys().await?;
+            let keys = TokenKeys::new(&keys, Duration::from_secs(settings.token_ttl_secs))?;
             let (path, prefix) = (path.to_owned(), prefix.to_owned());
             tokio::task::spawn_blocking(move || {
                 accounts::write_tokens(&path, accounts::mint_tokens(&keys, users, &prefix))
@@ -416,6 +430,22 @@ pub async fn seed_users(
     .await;
     tasks.shutdown(SHUTDOWN_DEADLINE).await;
     seeded
+}
+
+/// `tally keys rotate`: a new signing key for every new token; the current
+/// ones keep verifying for `grace`, then retire. Returns the live keys,
+/// newest first.
+pub async fn rotate_keys(
+    settings: &Settings,
+    grace: Duration,
+) -> Result<Vec<accounts::SigningKey>, StartupError> {
+    let tasks = Tasks::new();
+    let _cancel_on_drop = tasks.cancel_on_drop();
+    let backend = open_backend(settings, &tasks).await?;
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let keys = backend.catalog.rotate_signing_key(grace_ms).await;
+    tasks.shutdown(SHUTDOWN_DEADLINE).await;
+    Ok(keys?)
 }
 
 #[derive(Debug, thiserror::Error)]

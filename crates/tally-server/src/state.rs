@@ -15,6 +15,7 @@ use crate::live::LiveHub;
 use crate::load_panel::LoadPanel;
 use crate::media::MediaStore;
 use crate::ratelimit::RateLimits;
+use crate::sessions::Sessions;
 use crate::trending::TrendingCache;
 
 /// What handlers share; cheap to clone.
@@ -40,8 +41,11 @@ pub struct Shared {
     pub catalog: Arc<dyn Catalog>,
     /// The like hot path.
     pub likes: Arc<dyn Likes>,
-    /// Verifies bearer tokens without a store lookup.
+    /// Signs and verifies bearer tokens (signature and expiry).
     pub tokens: Arc<TokenKeys>,
+    /// Whether a well-signed token's session is still alive (cached), and
+    /// signing key reloads.
+    pub sessions: Arc<Sessions>,
     /// Image files.
     pub media: MediaStore,
     /// Write rate limits.

@@ -28,6 +28,7 @@ pub use trending::{Trend, TrendWindow};
 
 use async_trait::async_trait;
 
+use crate::accounts::SigningKey;
 use crate::domain::{IdempotencyKey, PostId, UserId, Username};
 
 /// A password hash no password verifies against: seeded users log in with
@@ -151,6 +152,17 @@ pub struct SeededUsers {
     pub count: u64,
 }
 
+/// What the store says of a well-signed token's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Active,
+    /// Signed out.
+    Revoked,
+    /// Its user does not exist (deleted, or never did: a token signed with a
+    /// leaked key, or from before the store was reset).
+    UnknownUser,
+}
+
 /// What `/readyz` reports about the like path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -233,9 +245,33 @@ pub trait Catalog: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Liker>, StoreError>;
 
-    /// Token signing secrets, newest first; creates one on first use so that
-    /// every node sharing this store signs and verifies with the same keys.
-    async fn signing_secrets(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Token signing keys not yet retired, newest first; creates one on
+    /// first use so that every node sharing this store signs and verifies
+    /// with the same keys.
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+
+    /// Adds a new signing key (which then signs every new token) and
+    /// retires the current ones `grace_ms` from now (keys already retiring
+    /// sooner keep their time): tokens they signed keep working until then.
+    /// Returns the keys as [`Catalog::signing_keys`] would.
+    async fn rotate_signing_key(&self, grace_ms: i64) -> Result<Vec<SigningKey>, StoreError>;
+
+    /// Signs a session out: tokens of `session` are refused from now on.
+    /// Kept until `expires_at_ms` (when its token would have expired anyway).
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        session: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Whether a well-signed token's session may still be used: one round
+    /// trip that checks both its user and its revocation.
+    async fn session_status(
+        &self,
+        user: UserId,
+        session: &str,
+    ) -> Result<SessionStatus, StoreError>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -83,6 +83,9 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the keys that sign session tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run only the write-behind (Redis streams → PostgreSQL), without the
     /// API; for deployments that set `sync.in_process = false`.
     Worker,
@@ -132,6 +135,25 @@ pub enum UsersCommand {
     /// write a token for each: for load tests and demos. Seeded users cannot
     /// log in with a password.
     Seed(SeedFlags),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key: every node signs new tokens with it once it
+    /// reloads its keys (within `auth.key_reload_secs`, or at once when it
+    /// sees a token of the new key). The current keys keep verifying for
+    /// the grace period, so nobody is signed out at once; then they retire
+    /// and their tokens are refused.
+    Rotate(RotateFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateFlags {
+    /// How long tokens signed with the current keys stay valid, in seconds
+    /// [default: token_ttl_secs, so that no token is cut short]. 0 retires
+    /// them at once (after a leak): every session signed with them ends.
+    #[arg(long)]
+    pub grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +287,23 @@ mod tests {
             assert_eq!(cli.common.durability, Some(d));
         }
         assert!(Cli::try_parse_from(["tally", "--durability", "eventual", "migrate"]).is_err());
+    }
+
+    #[test]
+    fn keys_rotate_takes_a_grace_period() {
+        let cli =
+            Cli::try_parse_from(["tally", "keys", "rotate", "--grace-secs", "60"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Keys(KeysCommand::Rotate(RotateFlags {
+                grace_secs: Some(60)
+            }))
+        ));
+        let cli = Cli::try_parse_from(["tally", "keys", "rotate"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Keys(KeysCommand::Rotate(RotateFlags { grace_secs: None }))
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use clap::Parser;
 use tally_server::config::Settings;
 use tally_server::startup::{self, Application};
 
-use crate::cli::{Cli, Command, UsersCommand};
+use crate::cli::{Cli, Command, KeysCommand, UsersCommand};
 
 /// jemalloc with its background purge thread: after a peak (a burst of
 /// uploads being decoded, thousands of sockets) glibc's per-thread arenas
@@ -61,6 +61,22 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             if report.drift() > report.repaired {
                 std::process::exit(3);
+            }
+        }
+        Command::Keys(KeysCommand::Rotate(flags)) => {
+            let grace = flags.grace_secs.unwrap_or(settings.token_ttl_secs);
+            let keys = startup::rotate_keys(&settings, std::time::Duration::from_secs(grace))
+                .await
+                .context("rotating the signing key")?;
+            for key in &keys {
+                match key.retire_at_ms {
+                    None => println!("key {}: signs new tokens", key.id),
+                    Some(at) => println!(
+                        "key {}: verifies until {} (then retired)",
+                        key.id,
+                        tally_server::routes::views::rfc3339_ms(at)
+                    ),
+                }
             }
         }
         Command::Users(UsersCommand::Seed(flags)) => {

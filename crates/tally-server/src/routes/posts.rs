@@ -15,6 +15,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::images::{self, ImageError};
 use crate::media::MediaStore;
 use crate::state::AppState;
+use crate::text;
 use tally_store::NewPost;
 use tally_store::domain::{MAX_CAPTION_CHARS, PostId};
 
@@ -47,7 +48,7 @@ struct UploadForm {
     security(("bearer" = [])),
     responses(
         (status = 201, body = PostView),
-        (status = 400, body = ErrorBody, description = "`invalid_request`: missing image, caption too long"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: missing image, a field sent twice, caption too long; `invalid_text`: caption not UTF-8, or with NUL, control or invisible format characters"),
         (status = 401, body = ErrorBody, description = "`unauthorized`"),
         (status = 413, body = ErrorBody, description = "`payload_too_large`: file or pixel count over the limit"),
         (status = 415, body = ErrorBody, description = "`unsupported_media_type`: not a JPEG, PNG, WebP or GIF"),
@@ -64,15 +65,21 @@ async fn create_post(
         ApiError::UnsupportedMediaType("expected multipart/form-data with an `image` field".into())
     })?;
     let mut image = None;
-    let mut caption = String::new();
+    let mut caption = None;
     while let Some(field) = multipart.next_field().await? {
         match field.name() {
-            Some("image") => image = Some(field.bytes().await?),
-            Some("caption") => caption = field.text().await?,
+            Some("image") => once(&mut image, "image", field.bytes().await?)?,
+            // Bytes, not `text()`: that replaces invalid UTF-8 silently.
+            Some("caption") => once(
+                &mut caption,
+                "caption",
+                text::decode(text::Kind::Caption, &field.bytes().await?)?,
+            )?,
             _ => {}
         }
     }
     let image = image.ok_or_else(|| ApiError::invalid("the `image` field is required"))?;
+    let caption = caption.unwrap_or_default();
     if caption.chars().count() > MAX_CAPTION_CHARS {
         return Err(ApiError::invalid(format!(
             "caption is longer than {MAX_CAPTION_CHARS} characters"
@@ -139,6 +146,17 @@ async fn create_post(
     let likes = state.likes.states(&[post.id], Some(user.id)).await?;
     let view = PostView::new(post, likes[0]);
     Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+/// Sets a form field that may appear once: a second `image` or `caption`
+/// is refused rather than silently replacing the first.
+fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), ApiError> {
+    if slot.replace(value).is_some() {
+        return Err(ApiError::invalid(format!(
+            "the `{name}` field appears more than once"
+        )));
+    }
+    Ok(())
 }
 
 /// The feed: newest first, keyset-paginated.

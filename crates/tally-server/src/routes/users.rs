@@ -1,4 +1,5 @@
-//! Sign-up (`POST /v1/users`) and sign-in (`POST /v1/sessions`).
+//! Sign-up (`POST /v1/users`), sign-in (`POST /v1/sessions`) and sign-out
+//! (`DELETE /v1/sessions/current`).
 
 use std::net::SocketAddr;
 
@@ -14,6 +15,7 @@ use super::views::UserView;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::text;
 use tally_store::accounts::password;
 use tally_store::domain::{Password, Username};
 
@@ -21,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user))
         .routes(routes!(create_session))
+        .routes(routes!(delete_session))
         .routes(routes!(me))
 }
 
@@ -34,11 +37,19 @@ pub struct Credentials {
     password: Password,
 }
 
+impl Credentials {
+    /// Both fields through [`text::check`], at sign-up and at sign-in alike.
+    fn check_text(&self) -> Result<(), ApiError> {
+        text::check(text::Kind::Username, &self.username)?;
+        text::check(text::Kind::Password, self.password.expose())
+    }
+}
+
 /// Create a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = Credentials,
     responses(
         (status = 201, body = UserView),
-        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: bad username or password shape; `invalid_text`: NUL, control or invisible format characters"),
         (status = 409, body = ErrorBody, description = "`username_taken`"),
     ))]
 async fn create_user(
@@ -47,6 +58,7 @@ async fn create_user(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, axum::Json<UserView>), ApiError> {
     state.limits.check_auth(peer.ip())?;
+    body.check_text()?;
     let username = Username::parse(&body.username).map_err(ApiError::InvalidRequest)?;
     body.password
         .check_new()
@@ -73,6 +85,7 @@ pub struct Session {
 #[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = Credentials,
     responses(
         (status = 200, body = Session),
+        (status = 400, body = ErrorBody, description = "`invalid_text`: NUL, control or invisible format characters"),
         (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
     ))]
 async fn create_session(
@@ -81,6 +94,8 @@ async fn create_session(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<axum::Json<Session>, ApiError> {
     state.limits.check_auth(peer.ip())?;
+    // Before any store sees the name: PostgreSQL refuses NUL with an error.
+    body.check_text()?;
     let found = state.catalog.credentials(&body.username).await?;
     // Verify against a dummy hash for unknown users, so the answer takes as
     // long either way and does not reveal which usernames exist.
@@ -106,6 +121,26 @@ async fn create_session(
     }))
 }
 
+/// Sign out: this token (its session) is refused from now on, on every
+/// node; the user's other sessions stay signed in.
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: no token, or already signed out or expired"),
+    ))]
+async fn delete_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<StatusCode, ApiError> {
+    state
+        .sessions
+        .revoke(user.id, &user.session, user.expires_at)
+        .await?;
+    tracing::info!(user = user.id, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Me {
@@ -115,7 +150,8 @@ pub struct Me {
     load_panel: bool,
 }
 
-/// Who the token belongs to; `401` once it has expired.
+/// Who the token belongs to; `401` once it has expired or was signed out,
+/// or when its user no longer exists.
 #[utoipa::path(get, path = "/v1/me", tag = "users",
     security(("bearer" = [])),
     responses(

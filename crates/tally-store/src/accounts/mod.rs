@@ -10,4 +10,4 @@ pub mod seed;
 pub mod tokens;
 
 pub use seed::{SeedError, SeededTokens, mint_tokens, read_tokens, seed_users, write_tokens};
-pub use tokens::{Claims, TokenError, TokenKeys};
+pub use tokens::{Claims, SigningKey, TokenError, TokenKeys, Verified};

@@ -4,8 +4,11 @@ use async_trait::async_trait;
 use rand::RngCore;
 use sqlx::{Row, SqlitePool};
 
-use crate::domain::{PostId, Username};
-use crate::{Catalog, Liker, LikerCursor, NewPost, PostRecord, SeededUsers, StoreError, User};
+use crate::accounts::SigningKey;
+use crate::domain::{PostId, UserId, Username};
+use crate::{
+    Catalog, Liker, LikerCursor, NewPost, PostRecord, SeededUsers, SessionStatus, StoreError, User,
+};
 use crate::{NO_LOGIN_HASH, now_ms};
 
 /// The SQLite implementation of [`Catalog`].
@@ -216,23 +219,96 @@ impl Catalog for SqliteCatalog {
             .collect()
     }
 
-    async fn signing_secrets(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
         let mut secret = vec![0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         // Only the first node to start creates the key; the rest read it.
         sqlx::query(
-            "INSERT INTO signing_keys (secret, created_at) \
-             SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+            "INSERT INTO signing_keys (secret, created_at) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
         )
         .bind(&secret)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT secret FROM signing_keys ORDER BY id DESC")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows)
+        let rows = sqlx::query(
+            "SELECT id, secret, retire_at FROM signing_keys WHERE retire_at IS NULL OR retire_at > ? ORDER BY id DESC",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKey {
+                    id: r.try_get(0)?,
+                    secret: r.try_get(1)?,
+                    retire_at_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_signing_key(&self, grace_ms: i64) -> Result<Vec<SigningKey>, StoreError> {
+        let mut secret = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retire_at = ?1 WHERE retire_at IS NULL OR retire_at > ?1",
+        )
+        .bind(now.saturating_add(grace_ms.max(0)))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO signing_keys (secret, created_at) VALUES (?, ?)")
+            .bind(&secret)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.signing_keys().await
+    }
+
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        session: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        // Sign-outs are rare: each one also clears those past their expiry,
+        // which keeps the table as small as the sessions still alive.
+        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at < ?")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_sessions (session, user_id, expires_at) VALUES (?, ?, ?) ON CONFLICT (session) DO NOTHING",
+        )
+        .bind(session)
+        .bind(user)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_status(
+        &self,
+        user: UserId,
+        session: &str,
+    ) -> Result<SessionStatus, StoreError> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?), EXISTS (SELECT 1 FROM revoked_sessions WHERE session = ?)",
+        )
+        .bind(user)
+        .bind(session)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(
+            match (row.try_get::<bool, _>(0)?, row.try_get::<bool, _>(1)?) {
+                (false, _) => SessionStatus::UnknownUser,
+                (true, true) => SessionStatus::Revoked,
+                (true, false) => SessionStatus::Active,
+            },
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
