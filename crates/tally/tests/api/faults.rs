@@ -250,17 +250,19 @@ async fn wait_status(client: &Client, base: &str, want: &str, secs: u64) -> Dura
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     loop {
-        let status = match client.get(format!("{base}/readyz")).send().await {
+        let body = match client.get(format!("{base}/readyz")).send().await {
             Ok(r) => r.json::<serde_json::Value>().await.ok(),
             Err(_) => None,
         };
-        let status = status.map(|v| v["status"].as_str().unwrap_or_default().to_owned());
+        let status = body
+            .as_ref()
+            .map(|v| v["status"].as_str().unwrap_or_default().to_owned());
         if status.as_deref() == Some(want) {
             return started.elapsed();
         }
         assert!(
             Instant::now() < deadline,
-            "/readyz is {status:?}, not {want:?}, after {secs} s"
+            "/readyz is {body:?}, not {want:?}, after {secs} s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

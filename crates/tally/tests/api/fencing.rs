@@ -389,8 +389,12 @@ async fn postgres_refuses_a_batch_with_a_superseded_epoch() {
     let s = settings(&test_redis_url(), &test_admin_database_url(), dir.path()).await;
     let p = connect(&s).await;
     let stream = "t:{p0}:events";
-    let old = pg::take_fence(&p.pg, stream).await.expect("take");
-    let new = pg::take_fence(&p.pg, stream).await.expect("take over");
+    let take = || async {
+        let taken = pg::take_fences(&p.pg, &[stream.to_owned()]).await;
+        taken.expect("take")[0].1
+    };
+    let old = take().await;
+    let new = take().await;
     assert!(new > old);
     let events = [LikeEvent {
         post: 1,

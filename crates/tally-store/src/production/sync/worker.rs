@@ -2,7 +2,7 @@
 //! acknowledgement and trimming.
 //!
 //! Fencing: a worker that takes a partition's lease registers a new epoch
-//! for it in PostgreSQL ([`pg::take_fence`]) before it reads a single
+//! for it in PostgreSQL ([`pg::take_fences`]) before it reads a single
 //! entry, and every batch carries the epochs it was read under; PostgreSQL
 //! refuses a batch whose epoch is no longer current, inside the batch's
 //! own transaction. A worker paused past its lease (GC, SIGSTOP, a slow
@@ -214,8 +214,21 @@ impl SyncWorker {
                 _ => {}
             }
         }
+        // Every new epoch in one commit, before any of their entries is read.
+        let streams: Vec<String> = gained.iter().map(|&p| self.keys.stream(p)).collect();
+        let epochs: std::collections::HashMap<String, i64> = match streams.is_empty() {
+            true => Default::default(),
+            false => pg::take_fences(&self.pg, &streams)
+                .await?
+                .into_iter()
+                .collect(),
+        };
         for p in gained {
-            let epoch = self.take_over(p).await?;
+            let Some(&epoch) = epochs.get(&self.keys.stream(p)) else {
+                continue;
+            };
+            tracing::info!(partition = p, epoch, "took the partition over");
+            self.take_over(p).await?;
             self.owned.insert(
                 p,
                 Owned {
@@ -228,17 +241,13 @@ impl SyncWorker {
         Ok(())
     }
 
-    /// Registers a new lease epoch in PostgreSQL (from then on, the
-    /// previous owner's batches are refused), creates the consumer group if
-    /// needed and claims every entry that other consumers read but never
-    /// acknowledged. Returns the epoch.
-    async fn take_over(&mut self, p: u32) -> Result<i64, SyncError> {
+    /// After its new lease epoch is registered in PostgreSQL (from then
+    /// on, the previous owner's batches are refused; registered first, so
+    /// entries claimed here are not committed by both): creates the
+    /// consumer group if needed and claims every entry that other consumers
+    /// read but never acknowledged.
+    async fn take_over(&mut self, p: u32) -> Result<(), SyncError> {
         let stream = self.keys.stream(p);
-        // First: entries claimed before the fence moved could still be
-        // committed by the previous owner, and then again by this one
-        // (harmless, see `pg::apply_events`, but pointless).
-        let epoch = pg::take_fence(&self.pg, &stream).await?;
-        tracing::info!(partition = p, epoch, "took the partition over");
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&stream)
@@ -286,7 +295,7 @@ impl SyncWorker {
             }
             cursor = next;
         }
-        Ok(epoch)
+        Ok(())
     }
 
     /// Reads up to a batch from every owned partition in one round trip.
