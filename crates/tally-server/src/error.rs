@@ -147,6 +147,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::PostNotFound(id) => Self::NotFound(format!("post {id} not found")),
             StoreError::UsernameTaken => Self::UsernameTaken,
+            StoreError::UnknownUser(_) => Self::SessionRevoked,
             StoreError::Unavailable(why) => Self::Unavailable(why),
             StoreError::Database(e) => Self::Internal(e.into()),
             StoreError::Internal(e) => Self::Internal(e),

@@ -181,6 +181,10 @@ pub enum StoreError {
     PostNotFound(PostId),
     #[error("username already taken")]
     UsernameTaken,
+    /// The user a write names does not exist (deleted since its token was
+    /// checked): the caller's session is over.
+    #[error("user {0} does not exist")]
+    UnknownUser(UserId),
     /// The store cannot answer now (outage, backlog); the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -191,6 +195,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// `UnknownUser` for a foreign-key violation (the only foreign keys a
+    /// write can break point at `users`), else the database error.
+    pub fn from_user_write(err: sqlx::Error, user: UserId) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => Self::UnknownUser(user),
+            _ => Self::Database(err),
+        }
+    }
+
     /// Why the store cannot answer now, when a retry may work: an outage
     /// it reported, or a database it cannot reach (pool exhausted or
     /// closed, I/O). `None` for everything else.

@@ -141,7 +141,8 @@ impl Catalog for SqliteCatalog {
         .bind(post.height)
         .bind(created_at)
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| StoreError::from_user_write(e, post.author))?;
         let id: PostId = row.try_get(0)?;
         self.post(id)
             .await?

@@ -163,7 +163,8 @@ impl Catalog for PgCatalog {
         .bind(post.height as i32)
         .bind(created_at)
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| StoreError::from_user_write(e, post.author))?;
         let id: PostId = row.try_get(0)?;
         self.post(id)
             .await?

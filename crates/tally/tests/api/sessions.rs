@@ -15,6 +15,7 @@ backend_tests!(
     sign_out_revokes_that_session_only,
     tokens_of_unknown_users_are_refused,
     tokens_of_deleted_users_are_refused,
+    an_upload_by_a_user_deleted_within_the_cache_window_is_refused,
     keys_rotate_keeps_old_tokens_for_the_grace_period,
 );
 
@@ -207,6 +208,24 @@ async fn tokens_of_deleted_users_are_refused(backend: Backend) {
     .await;
     assert_refused_everywhere(&app, &gone, post).await;
     assert_eq!(app.like(&author, post).await.status(), StatusCode::OK);
+}
+
+/// Within `auth.session_cache_ms` a deleted user's token still passes the
+/// session check; the write that names the user must then answer 401, not
+/// a 500 from the database's foreign key.
+async fn an_upload_by_a_user_deleted_within_the_cache_window_is_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.auth.session_cache_ms = 600_000).await;
+    let gone = app.user("eve").await;
+    assert_eq!(me(&app, &gone.token).await.status(), StatusCode::OK);
+    delete_user(&app, gone.id).await;
+    // Still cached as active.
+    assert_eq!(me(&app, &gone.token).await.status(), StatusCode::OK);
+    let r = app
+        .upload(Some(&gone.token), crate::helpers::png(8, 8), "orphan")
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
 }
 
 /// `tally keys rotate` as an operator runs it, against this app's store.
