@@ -164,6 +164,7 @@ fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), ApiError> {
     responses(
         (status = 200, body = PostPage),
         (status = 400, body = ErrorBody, description = "`invalid_request`: bad limit or cursor"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: a token was sent and refused (expired, signed out, its user gone); send none to read anonymously"),
     ))]
 async fn list_posts(
     State(state): State<AppState>,
@@ -197,6 +198,7 @@ async fn list_posts(
     params(("id" = i64, Path, description = "Post id")),
     responses(
         (status = 200, body = PostView),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: a token was sent and refused (expired, signed out, its user gone); send none to read anonymously"),
         (status = 404, body = ErrorBody, description = "`not_found`"),
     ))]
 async fn get_post(

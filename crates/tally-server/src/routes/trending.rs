@@ -62,6 +62,7 @@ pub struct TrendingPage {
     responses(
         (status = 200, body = TrendingPage),
         (status = 400, body = ErrorBody, description = "`invalid_request`: bad window, limit or cursor"),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: a token was sent and refused (expired, signed out, its user gone); send none to read anonymously"),
         (status = 503, body = ErrorBody, description = "`unavailable`: the ranking cannot be computed now (Redis unreachable)"),
     ))]
 async fn trending_posts(
