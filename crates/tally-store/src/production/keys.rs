@@ -157,6 +157,11 @@ impl Keys {
     pub fn reconcile_lease(&self) -> String {
         format!("{}:reconcile:lease", self.prefix)
     }
+
+    /// Lease for the reconciliation after Redis trouble (one node at a time).
+    pub fn reconcile_after_trouble_lease(&self) -> String {
+        format!("{}:reconcile:after-trouble:lease", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod pubsub;
 pub mod reconcile;
 mod scripts;
 pub mod sync;
+mod trouble;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use durability::Durability;
 pub use keys::Keys;
 pub use likes::RedisLikes;
 pub use sync::{SyncSettings, SyncWorker};
+pub use trouble::RedisTrouble;
 
 use crate::domain::{PostId, UserId};
 use crate::{ChangeFeed, Stage, StoreError, Tasks};
@@ -78,6 +80,10 @@ pub struct ProductionSettings {
     pub reconcile_interval_secs: u64,
     /// Whether the periodic reconciliation repairs what it finds.
     pub reconcile_repair: bool,
+    /// Seconds without Redis errors after which a node that saw some (a
+    /// master's failover, a restart) reconciles, not waiting for the next
+    /// periodic pass (0: off). See `trouble`.
+    pub reconcile_after_trouble_secs: u64,
 }
 
 impl Default for ProductionSettings {
@@ -95,6 +101,7 @@ impl Default for ProductionSettings {
             sync: SyncSettings::default(),
             reconcile_interval_secs: 300,
             reconcile_repair: true,
+            reconcile_after_trouble_secs: 10,
         }
     }
 }
@@ -113,6 +120,8 @@ pub struct Production {
     pub pg: PgPool,
     pub keys: Keys,
     pub settings: ProductionSettings,
+    /// Redis errors seen by this node's like path and write-behind.
+    pub trouble: RedisTrouble,
 }
 
 impl Production {
@@ -171,6 +180,7 @@ impl Production {
             pg,
             keys: Keys::new(&settings.key_prefix, settings.partitions),
             settings,
+            trouble: RedisTrouble::default(),
         })
     }
 
@@ -193,6 +203,7 @@ impl Production {
         .with_late_after(Duration::from_millis(
             self.settings.redis_timeout_ms + self.settings.redis_timeout_ms / 2,
         ))
+        .with_trouble(self.trouble.clone())
     }
 
     /// Who likes `post` according to PostgreSQL (`None`: no such post).
@@ -216,6 +227,7 @@ impl Production {
             self.keys.clone(),
             self.settings.sync.clone(),
         )
+        .with_trouble(self.trouble.clone())
     }
 }
 
@@ -254,7 +266,9 @@ pub fn start_background(production: &Production, tasks: &Tasks, parts: Backgroun
             likes::watch_redis(production, likes, stop)
         });
     }
-    if production.settings.reconcile_interval_secs > 0 {
+    if production.settings.reconcile_interval_secs > 0
+        || production.settings.reconcile_after_trouble_secs > 0
+    {
         let production = production.clone();
         tasks.spawn(Stage::Serve, "periodic reconcile", move |stop| {
             periodic_reconcile(production, stop)
@@ -262,46 +276,90 @@ pub fn start_background(production: &Production, tasks: &Tasks, parts: Backgroun
     }
 }
 
-/// Runs reconciliation every interval on one node at a time (a lease).
+/// Runs reconciliation every interval, and after Redis trouble once Redis
+/// has been quiet for `reconcile_after_trouble_secs`; each on one node at a
+/// time (a lease of its own).
 async fn periodic_reconcile(
     production: Production,
     stop: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
-    let every = Duration::from_secs(production.settings.reconcile_interval_secs);
-    let mut redis = production.redis.clone();
+    let settings = &production.settings;
+    let every = Duration::from_secs(settings.reconcile_interval_secs);
+    let quiet = Duration::from_secs(settings.reconcile_after_trouble_secs);
+    let mut next = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let lease: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(production.keys.reconcile_lease())
-            .arg("held")
-            .arg("NX")
-            .arg("PX")
-            .arg(every.as_millis().saturating_sub(1000).max(1000) as u64)
-            .query_async(&mut redis)
-            .await;
-        if !matches!(lease, Ok(Some(_))) {
-            continue;
-        }
-        match reconcile::reconcile(
-            &mut redis,
-            &production.pg,
-            &production.keys,
-            production.settings.reconcile_repair,
-        )
-        .await
+        if !quiet.is_zero()
+            && let Some(at) = production.trouble.settled(quiet)
         {
-            Ok(report) if report.drift() > 0 => {
-                tracing::warn!(?report, "reconciliation found drift")
+            // At most one such pass a minute over all nodes (a flapping
+            // connection must not turn into back-to-back full passes); a
+            // pass another node started after this node's trouble covers it.
+            let lease = production.keys.reconcile_after_trouble_lease();
+            let hold = quiet.max(Duration::from_secs(60));
+            let started = reconcile_once(&production, lease, hold, "after Redis trouble").await;
+            if started.is_some_and(|started| started >= at) {
+                production.trouble.covered(at);
             }
-            Ok(report) => tracing::info!(
-                checked = report.posts_checked,
-                skipped = report.posts_skipped,
-                "reconciliation: no drift"
-            ),
-            Err(err) => tracing::warn!(error = %err, "reconciliation failed"),
+        }
+        if !every.is_zero() && tokio::time::Instant::now() >= next {
+            next += every;
+            let lease = production.keys.reconcile_lease();
+            let hold = every.saturating_sub(Duration::from_secs(1));
+            reconcile_once(&production, lease, hold, "periodic").await;
         }
     }
+}
+
+/// One reconciliation pass, if this node takes `lease` (held for `hold`, at
+/// least a second). Returns when the pass that holds the lease started (ms
+/// since the epoch): this node's, or another node's (`None`: unknown).
+async fn reconcile_once(
+    production: &Production,
+    lease: String,
+    hold: Duration,
+    why: &str,
+) -> Option<i64> {
+    let mut redis = production.redis.clone();
+    let now = crate::now_ms();
+    // NX with GET: sets it if absent, else answers the holder's start.
+    let holder: Option<String> = redis::cmd("SET")
+        .arg(lease)
+        .arg(now)
+        .arg("NX")
+        .arg("GET")
+        .arg("PX")
+        .arg(hold.as_millis().max(1000) as u64)
+        .query_async(&mut redis)
+        .await
+        .ok()?;
+    if let Some(holder) = holder {
+        return holder.parse().ok();
+    }
+    match reconcile::reconcile(
+        &mut redis,
+        &production.pg,
+        &production.keys,
+        production.settings.reconcile_repair,
+    )
+    .await
+    {
+        Ok(report) if report.drift() > 0 => {
+            tracing::warn!(why, ?report, "reconciliation found drift")
+        }
+        Ok(report) => tracing::info!(
+            why,
+            checked = report.posts_checked,
+            skipped = report.posts_skipped,
+            "reconciliation: no drift"
+        ),
+        Err(err) => {
+            tracing::warn!(why, error = %err, "reconciliation failed");
+            return None;
+        }
+    }
+    Some(now)
 }

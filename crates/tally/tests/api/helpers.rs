@@ -75,6 +75,9 @@ pub async fn use_redis_pg(settings: &mut Settings, redis_url: &str, admin_databa
     settings.production.partitions = 16;
     settings.production.sync.max_delay_ms = 2;
     settings.production.reconcile_interval_secs = 0;
+    // Tests that repair drift do it themselves (the cluster tests turn the
+    // reconciliation after a failover back on).
+    settings.production.reconcile_after_trouble_secs = 0;
 }
 
 pub struct TestApp {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::production::RedisTrouble;
 use crate::production::connection::{RedisConn, Spread};
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -77,6 +78,8 @@ pub struct RedisLikes {
     /// A like script that starts running later than this after it was
     /// sent refuses to run (see [`Self::apply_redis`]); zero: never.
     late_after: Duration,
+    /// Redis errors met, for the reconciliation that follows a failover.
+    trouble: RedisTrouble,
 }
 
 /// The like script's status for "started after its deadline, did nothing".
@@ -108,7 +111,15 @@ impl RedisLikes {
             idempotency_retention: Duration::from_secs(600),
             fallback_replays: ReplayCache::new(Duration::from_secs(600), 100_000),
             late_after: Duration::ZERO,
+            trouble: RedisTrouble::default(),
         }
+    }
+
+    /// Where this node notes the Redis errors its likes meet (see
+    /// `production::trouble`).
+    pub fn with_trouble(mut self, trouble: RedisTrouble) -> Self {
+        self.trouble = trouble;
+        self
     }
 
     /// How late a like script may start before it refuses to run: more
@@ -179,6 +190,9 @@ impl RedisLikes {
     }
 
     fn redis_error(&self, err: redis::RedisError) -> StoreError {
+        if !err.is_timeout() {
+            self.trouble.note();
+        }
         if err.is_timeout() {
             StoreError::Unavailable(format!("redis did not answer in time: {err}"))
         } else if self.cluster && is_shard_trouble(&err) {
@@ -428,7 +442,13 @@ impl RedisLikes {
         };
         let request = request.as_ref().map(|(id, keep)| (id.as_str(), *keep));
         for attempt in 0..3 {
-            match self.apply_redis(post, user, op, request, &mut redis).await {
+            let applied = self.apply_redis(post, user, op, request, &mut redis).await;
+            if let Err(err) = &applied
+                && !err.is_timeout()
+            {
+                self.trouble.note();
+            }
+            match applied {
                 Ok(None) if attempt < 2 => self.load(post).await?,
                 Ok(None) => break,
                 Ok(Some((outcome, version))) => {

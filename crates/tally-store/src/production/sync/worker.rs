@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::resp::{as_string, group_info, next_id, parse_event, stream_entries};
 use super::{SyncError, SyncOutcome, SyncSettings, status};
+use crate::production::RedisTrouble;
 use crate::production::keys::{GROUP, Keys};
 use crate::production::pg::{self, Applied, Fence, LikeEvent};
 use crate::production::scripts;
@@ -42,6 +43,9 @@ pub struct SyncWorker {
     owned: BTreeMap<u32, Owned>,
     leases_checked: Option<Instant>,
     stats_checked: Option<Instant>,
+    /// Redis errors met, for the reconciliation that follows a failover:
+    /// this worker may have written events that a promoted replica lacks.
+    trouble: RedisTrouble,
 }
 
 /// A read stream entry: which partition, its id, the event.
@@ -63,7 +67,15 @@ impl SyncWorker {
             owned: BTreeMap::new(),
             leases_checked: None,
             stats_checked: None,
+            trouble: RedisTrouble::default(),
         }
+    }
+
+    /// Where this worker notes the Redis errors it meets (see
+    /// `production::trouble`).
+    pub fn with_trouble(mut self, trouble: RedisTrouble) -> Self {
+        self.trouble = trouble;
+        self
     }
 
     /// Runs rounds until `stop` is cancelled, then finishes the current
@@ -72,7 +84,13 @@ impl SyncWorker {
         let idle = Duration::from_millis(self.settings.max_delay_ms.max(1));
         let mut failing = Duration::ZERO;
         loop {
-            let pause = match self.try_execute_task().await {
+            let round = self.try_execute_task().await;
+            if let Err(SyncError::Redis(err)) = &round
+                && !err.is_timeout()
+            {
+                self.trouble.note();
+            }
+            let pause = match round {
                 Ok(SyncOutcome::Applied { events, .. }) if events >= self.settings.batch_size => {
                     Duration::ZERO
                 }
@@ -330,6 +348,9 @@ impl SyncWorker {
             let reply = match reply {
                 Ok(mut replies) => replies.pop().unwrap_or(Value::Nil),
                 Err(err) => {
+                    if !err.is_timeout() {
+                        self.trouble.note();
+                    }
                     // Read again from its pending entries once it answers;
                     // a stream that lost its group (a replica promoted
                     // without it) is taken over afresh.
