@@ -14,6 +14,7 @@ use tally_store::embedded::LikesConfig;
 use tally_store::production::ProductionSettings;
 
 use crate::connections::ConnectionSettings;
+use crate::cors::CorsSettings;
 use crate::images::ImageLimits;
 use crate::live::limits::LiveLimits;
 use crate::ratelimit::RateLimitSettings;
@@ -70,6 +71,9 @@ pub struct Settings {
     pub live_limits: LiveLimits,
     /// Session checks and signing key reloads (see [`crate::sessions`]).
     pub auth: AuthSettings,
+    /// Browser origins allowed to call the API cross-origin (see
+    /// [`crate::cors`]); none by default.
+    pub cors: CorsSettings,
 }
 
 /// Who may start load runs from the web client. Off by default: a load run
@@ -163,6 +167,7 @@ impl Default for Settings {
             connections: ConnectionSettings::default(),
             live_limits: LiveLimits::default(),
             auth: AuthSettings::default(),
+            cors: CorsSettings::default(),
         }
     }
 }
@@ -265,6 +270,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.listen.port(), 7000);
+    }
+
+    #[test]
+    fn cors_origins_read_as_a_list_or_commas() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tally.toml");
+        let flags = Flags { listen: None };
+        assert!(
+            Settings::load(None, &flags)
+                .unwrap()
+                .cors
+                .allowed_origins
+                .is_empty()
+        );
+        std::fs::write(
+            &file,
+            "[cors]\nallowed_origins = [\"http://127.0.0.1:19006\", \"https://a.example\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &flags).unwrap();
+        assert_eq!(
+            s.cors.allowed_origins,
+            ["http://127.0.0.1:19006", "https://a.example"]
+        );
+        std::fs::write(
+            &file,
+            "[cors]\nallowed_origins = \"http://127.0.0.1:19006,https://a.example\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &flags).unwrap();
+        assert_eq!(
+            s.cors.allowed_origins,
+            ["http://127.0.0.1:19006", "https://a.example"]
+        );
     }
 
     #[test]

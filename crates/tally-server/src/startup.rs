@@ -56,6 +56,9 @@ pub enum StartupError {
     Password(#[from] password::PasswordError),
     #[error("configuration: {0}")]
     Config(String),
+    /// Not a source: the message says it all (no repeat in error chains).
+    #[error("configuration: {0}")]
+    Cors(crate::cors::CorsError),
 }
 
 /// A built, bound, not yet serving application.
@@ -152,6 +155,8 @@ fn loopback_url(listener: &TcpListener, configured: SocketAddr) -> String {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Settings checked before anything starts.
+        let cors = crate::cors::layer(&settings.cors).map_err(StartupError::Cors)?;
         let tasks = Tasks::new();
         // A build that fails halfway stops what it already started.
         let cancel_on_drop = tasks.cancel_on_drop();
@@ -224,7 +229,7 @@ impl Application {
             trending: TrendingCache::new(Duration::from_millis(settings.trending_cache_ms)),
             settings,
         });
-        let router = routes::router(state.clone());
+        let router = routes::router(state.clone(), cors);
         Ok(Self {
             listener,
             router,

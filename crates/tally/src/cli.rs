@@ -119,6 +119,18 @@ pub struct ServeFlags {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip)]
     pub load_admins: Vec<String>,
+    /// A browser origin (scheme://host[:port]) whose pages may call the API
+    /// cross-origin, e.g. http://127.0.0.1:19006; repeat the flag or
+    /// separate with commas [default: none, same-origin only].
+    #[arg(long = "cors-origin", value_delimiter = ',')]
+    #[serde(skip)]
+    pub cors_origins: Vec<String>,
+}
+
+/// `[cors]` keys set by flags (only when given: the file/env stand otherwise).
+#[derive(Debug, Serialize)]
+pub struct CorsOverrides<'a> {
+    allowed_origins: &'a [String],
 }
 
 /// `[load_panel]` keys set by flags (unset ones are left to the file/env).
@@ -178,6 +190,8 @@ pub struct Overrides<'a> {
     serve: Option<&'a ServeFlags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     load_panel: Option<LoadPanelOverrides<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cors: Option<CorsOverrides<'a>>,
 }
 
 impl Cli {
@@ -192,10 +206,16 @@ impl Cli {
                 enabled: true,
                 admins: &f.load_admins,
             });
+        let cors = serve
+            .filter(|f| !f.cors_origins.is_empty())
+            .map(|f| CorsOverrides {
+                allowed_origins: &f.cors_origins,
+            });
         Overrides {
             common: &self.common,
             serve,
             load_panel,
+            cors,
         }
     }
 }
@@ -287,6 +307,31 @@ mod tests {
             assert_eq!(cli.common.durability, Some(d));
         }
         assert!(Cli::try_parse_from(["tally", "--durability", "eventual", "migrate"]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_take_commas() {
+        let cli = Cli::try_parse_from([
+            "tally",
+            "serve",
+            "--cors-origin",
+            "http://127.0.0.1:19006,https://a.example",
+            "--cors-origin",
+            "https://b.example",
+        ])
+        .expect("parses");
+        let overrides = serde_json::to_value(cli.overrides()).expect("serializes");
+        assert_eq!(
+            overrides["cors"]["allowed_origins"],
+            serde_json::json!([
+                "http://127.0.0.1:19006",
+                "https://a.example",
+                "https://b.example"
+            ])
+        );
+        let cli = Cli::try_parse_from(["tally", "serve"]).expect("parses");
+        let overrides = serde_json::to_value(cli.overrides()).expect("serializes");
+        assert!(overrides.get("cors").is_none(), "{overrides}");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The HTTP surface: each feature module has its own `router()`; this one
 //! merges them, adds the cross-cutting layers (limits, timeouts, logs,
-//! metrics, panic safety) and serves the OpenAPI document and media files.
+//! metrics, panic safety, CORS when configured) and serves the OpenAPI
+//! document and media files.
 
 mod common_errors;
 mod extract;
 mod health;
-mod likes;
+pub(crate) mod likes;
 mod load_panel;
 mod posts;
 mod trending;
@@ -19,7 +20,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower::util::option_layer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::CorsLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -82,7 +85,9 @@ fn api_routes(max_upload_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(live::websocket::live))
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole application; `cors` (see [`crate::cors::layer`]) wraps
+/// everything but the `Referrer-Policy` header, Socket.io included.
+pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let settings = state.settings.clone();
     let socketio = live::socketio::layer(state.live.clone(), &settings);
     let (api, mut openapi) = api_routes(settings.max_upload_bytes).split_for_parts();
@@ -126,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         // Outermost: Socket.io's long-polling requests must not pass the
         // request timeout (a poll waits by design).
         .layer(socketio)
+        // Cross-origin access when configured: preflights are answered here,
+        // before any handler (authentication, rate limits) sees them.
+        .layer(option_layer(cors))
         // Every answer, Socket.io's too: no page or API answer leaks its
         // URL to another site.
         .layer(SetResponseHeaderLayer::if_not_present(

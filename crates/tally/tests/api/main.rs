@@ -10,6 +10,7 @@ mod nodes;
 
 mod balancer;
 mod cluster;
+mod cors;
 mod crash;
 mod faultproxy;
 mod faults;
