@@ -21,6 +21,8 @@ function renderButton(transport: Scripted) {
     signOut: async () => {},
     notices: [],
     notify: () => {},
+    postsChanged: 0,
+    posted: () => {},
   } satisfies AppContextValue;
   render(
     <AppContext.Provider value={value}>

@@ -87,6 +87,8 @@ function ServerMode() {
           <Text style={styles.status} testID="server-state">
             Run {run.id}: {run.state}, {Math.round(run.elapsedSecs)} s
           </Text>
+          {run.error ? <Text style={styles.error}>{run.error}</Text> : null}
+          {run.consistency ? <VerdictView verdict={run.consistency.verdict} detail={`${run.consistency.likesExpected} likes over ${run.consistency.postsChecked} posts, ${run.consistency.pairs} pairs`} differences={run.consistency.differences} /> : null}
           <Charts
             ops={samples.map((s) => s.ops)}
             errors={samples.map((s) => s.errors)}
@@ -94,8 +96,6 @@ function ServerMode() {
             p99={samples.map((s) => s.p99Ms)}
             lag={samples.map((s) => s.syncLagMs)}
           />
-          {run.error ? <Text style={styles.error}>{run.error}</Text> : null}
-          {run.consistency ? <VerdictView verdict={run.consistency.verdict} detail={`${run.consistency.likesExpected} likes over ${run.consistency.postsChecked} posts, ${run.consistency.pairs} pairs`} differences={run.consistency.differences} /> : null}
         </>
       ) : null}
     </View>
@@ -152,7 +152,6 @@ function LocalMode() {
           <Text style={styles.status} testID="local-state">
             {view.state}: {view.total} answered, {view.errors} errors
           </Text>
-          <Charts ops={samples.map((s) => s.ops)} errors={samples.map((s) => s.errors)} p50={samples.map((s) => s.p50Ms)} p99={samples.map((s) => s.p99Ms)} />
           {view.error ? <Text style={styles.error} accessibilityRole="alert">{view.error}</Text> : null}
           {view.consistency ? (
             <VerdictView
@@ -161,6 +160,7 @@ function LocalMode() {
               differences={view.consistency.differences}
             />
           ) : null}
+          <Charts ops={samples.map((s) => s.ops)} errors={samples.map((s) => s.errors)} p50={samples.map((s) => s.p50Ms)} p99={samples.map((s) => s.p99Ms)} />
         </>
       ) : null}
     </View>

@@ -9,7 +9,7 @@ import { checkUpload, MAX_CAPTION, uploadName, type Picked } from '../../src/upl
 
 /** A new post: pick or take a photo, preview, caption, upload with progress. */
 export default function Upload() {
-  const { api, notify } = useApp();
+  const { api, notify, posted } = useApp();
   const router = useRouter();
   const [picked, setPicked] = useState<Picked | null>(null);
   const [caption, setCaption] = useState('');
@@ -48,6 +48,7 @@ export default function Upload() {
     try {
       const post = await job.done;
       notify('Posted.');
+      posted();
       setPicked(null);
       setCaption('');
       router.push(`/post/${post.id}`);

@@ -35,6 +35,9 @@ export interface AppContextValue {
   signOut(): Promise<void>;
   notices: Notice[];
   notify(text: string, kind?: Notice['kind']): void;
+  /** Bumped when this user posts: the feed reloads from the top. */
+  postsChanged: number;
+  posted(): void;
 }
 
 /** Exported for component tests, which provide their own value. */
@@ -55,6 +58,8 @@ export function AppProvider({ children }: { children: ReactNode }) {
   const [user, setUser] = useState<User | null>(null);
   const [signedOutBecause, setSignedOutBecause] = useState<string | null>(null);
   const [notices, setNotices] = useState<Notice[]>([]);
+  const [postsChanged, setPostsChanged] = useState(0);
+  const posted = useCallback(() => setPostsChanged((n) => n + 1), []);
 
   const notify = useCallback((text: string, kind: Notice['kind'] = 'info') => {
     const id = ++lastNotice;
@@ -143,8 +148,8 @@ export function AppProvider({ children }: { children: ReactNode }) {
   }, [ready, token, api]);
 
   const value = useMemo<AppContextValue>(
-    () => ({ ready, serverUrl, user, token, api, likes, live, signedOutBecause, signIn, signOut, notices, notify }),
-    [ready, serverUrl, user, token, api, likes, live, signedOutBecause, signIn, signOut, notices, notify],
+    () => ({ ready, serverUrl, user, token, api, likes, live, signedOutBecause, signIn, signOut, notices, notify, postsChanged, posted }),
+    [ready, serverUrl, user, token, api, likes, live, signedOutBecause, signIn, signOut, notices, notify, postsChanged, posted],
   );
   return <Ctx.Provider value={value}>{children}</Ctx.Provider>;
 }

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { backend, createPost, like, png, seed, serve, stopAll, tempDir } from '../../tests/js/harness.mjs';
+import { backend, like, png, seed, serve, stopAll, tempDir } from '../../tests/js/harness.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(HERE, '../dist');
@@ -87,6 +87,24 @@ function scene() {
   });
 }
 
+function sunset() {
+  return png(480, 320, (x, y) => {
+    const sun = (x - 240) ** 2 + (y - 200) ** 2 < 60 ** 2;
+    if (y > 220) return [20, 40 + (y - 220) / 2, 90 + ((x + y) % 20)];
+    if (sun) return [255, 170, 60];
+    return [250 - y / 3, 120 + y / 4, 90 + y / 5];
+  });
+}
+
+async function upload(base, token, bytes, caption) {
+  const form = new FormData();
+  form.append('image', new Blob([bytes], { type: 'image/png' }), 'p.png');
+  form.append('caption', caption);
+  const r = await fetch(`${base}/v1/posts`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form });
+  assert.equal(r.status, 201, await r.clone().text());
+  return (await r.json()).id;
+}
+
 for (const kind of BACKENDS) {
   test(`mobile app on the ${kind} backend: sign up, upload, like, live count, simulator`, T, async () => {
     const dir = tempDir();
@@ -99,7 +117,7 @@ for (const kind of BACKENDS) {
     page.on('pageerror', (e) => errors.push(e.message));
 
     // A post by someone else first, so the feed is not empty.
-    const first = await createPost(base, others[0].token);
+    const first = await upload(base, others[0].token, sunset(), 'First light');
 
     // Sign up through the app, pointing it at the server.
     await page.goto(`${web.origin}/`);
@@ -113,6 +131,14 @@ for (const kind of BACKENDS) {
 
     // Upload a picture with a caption.
     await page.getByRole('tab', { name: 'New post' }).click();
+    // A file the server refuses (not an image, whatever its name says): told in words.
+    const fake = join(dir, 'notes.png');
+    writeFileSync(fake, 'these are not pixels');
+    const refused = page.waitForEvent('filechooser');
+    await page.getByTestId('pick').click();
+    await (await refused).setFiles(fake);
+    await page.getByTestId('share').click();
+    await eventually(async () => assert.match(await page.getByTestId('upload-error').textContent(), /isn’t an image Tally can take/));
     const chooser = page.waitForEvent('filechooser');
     await page.getByTestId('pick').click();
     const picture = join(dir, 'lake.png');
@@ -137,15 +163,17 @@ for (const kind of BACKENDS) {
     await shot(page, '4-post', kind);
 
     // The feed shows both posts with their counts; a like there too.
-    await page.getByRole('tab', { name: 'Feed' }).click().catch(async () => {
-      await page.goBack();
-      await page.getByRole('tab', { name: 'Feed' }).click();
-    });
+    await page.goBack();
+    await page.getByRole('tab', { name: 'Feed' }).click();
     await page.getByTestId(`post-${mine}`).waitFor();
     await page.getByTestId(`like-${first}`).click();
     await eventually(async () => assert.equal(await page.getByTestId(`like-count-${first}`).textContent(), '1'));
     await like(base, others[1].token, first);
     await eventually(async () => assert.equal(await page.getByTestId(`like-count-${first}`).textContent(), '2'));
+    if (kind === 'embedded') {
+      await page.getByTestId(`post-${mine}`).scrollIntoViewIfNeeded();
+      await page.getByText('Posted.').waitFor({ state: 'detached', timeout: 10_000 });
+    }
     await shot(page, '2-feed', kind);
 
     // The simulator on the server: a small bounded run, proved exact.
@@ -156,6 +184,7 @@ for (const kind of BACKENDS) {
     await page.getByTestId('server-posts').fill('5');
     await page.getByTestId('server-start').click();
     await eventually(async () => assert.equal(await page.getByTestId('verdict').textContent(), 'exact'), 90_000);
+    await page.getByTestId('chart-Latency').scrollIntoViewIfNeeded();
     await shot(page, '5-simulator-server', kind);
 
     // And from the phone: a few simulated users, proved exact too.
@@ -167,6 +196,7 @@ for (const kind of BACKENDS) {
     await page.getByTestId('local-start').click();
     await eventually(async () => assert.equal(await page.getByTestId('verdict').textContent(), 'exact'), 60_000);
     assert.match(await page.getByTestId('local-state').textContent(), /^done: [1-9]\d* answered, 0 errors$/);
+    await page.getByTestId('chart-Latency').scrollIntoViewIfNeeded();
     await shot(page, '6-simulator-phone', kind);
 
     // A token that dies (signed out elsewhere) returns the app to sign-in, saying why.
