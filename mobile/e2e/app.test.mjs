@@ -13,7 +13,9 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { backend, like, png, seed, serve, stopAll, tempDir } from '../../tests/js/harness.mjs';
+import { backend, eventually as retry, launchChromium, like, png, seed, serve, stopAll, tempDir } from '../../tests/js/harness.mjs';
+
+const eventually = (fn, ms = 10_000) => retry(fn, ms, 100);
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(HERE, '../dist');
@@ -44,11 +46,7 @@ function serveDist() {
 
 before(async () => {
   web = await serveDist();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium(chromium);
 });
 
 after(async () => {
@@ -56,18 +54,6 @@ after(async () => {
   web?.close();
   stopAll();
 });
-
-async function eventually(fn, ms = 10_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > end) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 async function shot(page, name, kind) {
   if (kind !== 'embedded') return; // one set of pictures is enough

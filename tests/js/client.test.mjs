@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { tempDir, seed, serve, stopAll, createPost, like, png } from './harness.mjs';
+import { tempDir, seed, serve, stopAll, createPost, like, png, eventually, launchChromium } from './harness.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SHOTS = resolve(ROOT, process.env.SCREENSHOT_DIR || 'target/screenshots');
@@ -24,11 +24,7 @@ before(async () => {
   const users = seed(dir, [], 10);
   const [{ base }, b] = await Promise.all([
     serve(dir, []),
-    chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-    }),
+    launchChromium(chromium),
   ]);
   browser = b;
   main = { base, users };
@@ -40,19 +36,6 @@ after(async () => {
 });
 
 // ---------- helpers ----------
-
-/** Retries `fn` (which asserts) until it passes or `ms` run out; rethrows its last failure. */
-async function eventually(fn, ms = 5000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > end) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
 const mix = (a, b, t) => a.map((v, i) => Math.round(v + (b[i] - v) * Math.min(1, Math.max(0, t))));
 

@@ -103,6 +103,28 @@ export async function pool(items, limit, fn) {
   return out;
 }
 
+/** Retries `fn` (which asserts) until it passes or `ms` run out; rethrows its last failure. */
+export async function eventually(fn, ms = 5000, every = 50) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > end) throw err;
+      await new Promise((r) => setTimeout(r, every));
+    }
+  }
+}
+
+/** Debian's Chromium, headless, reaching nothing but what a test points it at. */
+export function launchChromium(chromium) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
 /** Resolves with the first event matching `pred`, or rejects after `ms`. */
 export function waitFor(socket, event, pred, ms = 5000) {
   return new Promise((resolve, reject) => {
