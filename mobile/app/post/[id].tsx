@@ -48,10 +48,18 @@ function Loaded({ post }: { post: Post }) {
     void pager.refresh();
     return off;
   }, [pager]);
-  // Who liked follows our own likes (the list trails counts by the write-behind's delay).
+  // Who liked follows the count (our likes and others', live): the list
+  // comes from the durable store and trails counts by the write-behind's
+  // delay, so it is read again shortly after a change and once more later.
   useEffect(() => {
-    if (!like.inflight) void pager.refresh();
-  }, [like.liked, like.inflight, pager]);
+    if (like.inflight) return;
+    const soon = setTimeout(() => void pager.refresh(), 300);
+    const later = setTimeout(() => void pager.refresh(), 2000);
+    return () => {
+      clearTimeout(soon);
+      clearTimeout(later);
+    };
+  }, [like.count, like.liked, like.inflight, pager]);
   const ratio = post.width > 0 && post.height > 0 ? post.width / post.height : 1;
 
   return (
